@@ -1,0 +1,49 @@
+"""The errors portico raises on purpose, typed by who is at fault.
+
+Every error derives from :class:`PorticoError`.  Where callers already expect
+a builtin (a listen failure is an ``OSError``, a bad setting a ``ValueError``)
+the error derives from that builtin too, so ``except OSError`` keeps working.
+Each error may carry a ``hint``: one sentence on what to do about it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AddressInUseError",
+    "ConfigurationError",
+    "ListenerError",
+    "PorticoError",
+]
+
+
+class PorticoError(Exception):
+    """Root of every error that portico raises on purpose."""
+
+    hint: str = ""
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return f"{text} ({self.hint})" if self.hint else text
+
+
+class ConfigurationError(PorticoError, ValueError):
+    """A setting, address or handler name given by the user is not usable."""
+
+
+class ListenerError(PorticoError, OSError):
+    """A listening socket could not be opened, or failed while serving.
+
+    ``errno`` and ``strerror`` are those of the underlying ``OSError``.
+    """
+
+    def __init__(self, errno: int | None, message: str, *, hint: str = "") -> None:
+        super().__init__(errno, message)
+        self.hint = hint
+
+    def __str__(self) -> str:
+        text = self.strerror or ""
+        return f"{text} ({self.hint})" if self.hint else text
+
+
+class AddressInUseError(ListenerError):
+    """Another live process already listens on the address."""

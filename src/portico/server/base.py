@@ -1,0 +1,375 @@
+"""BaseServer: the stdlib contract, served by a loop that wakes up instead of polling.
+
+The hooks, their order and their meaning are those of the standard library's
+``socketserver.BaseServer``.  What differs is underneath them:
+
+* ``shutdown()`` wakes the serving loop through a wake-up descriptor, so it
+  returns at once rather than after up to ``poll_interval`` seconds; called
+  from the serving thread (a handler of a serial server, a signal handler),
+  or before ``serve_forever()`` ever ran, it returns instead of deadlocking.
+* a failed accept is sorted by :mod:`portico.net.accept`: capacity errors
+  pause accepting with exponential back-off instead of spinning; a broken
+  listener stops ``serve_forever()`` with :class:`~portico.errors.ListenerError`.
+* ``handle_error()`` logs to the ``portico.error`` logger instead of printing.
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from portico.errors import ListenerError
+from portico.net.accept import AcceptAction, AcceptBackoff, classify_accept_error
+from portico.net.addresses import format_address
+from portico.net.wakeup import Wakeup
+
+__all__ = ["BaseServer"]
+
+# The stdlib prefers poll() where it exists: it has no FD_SETSIZE ceiling.
+_ServerSelector: type[selectors.BaseSelector]
+if hasattr(selectors, "PollSelector"):
+    _ServerSelector = selectors.PollSelector
+else:  # pragma: no cover - every POSIX system portico supports has poll()
+    _ServerSelector = selectors.SelectSelector
+
+server_log = logging.getLogger("portico.server")
+error_log = logging.getLogger("portico.error")
+
+# What the serving loop selects on: a file-like object and the listener it stands for
+# (None means "the server itself": its fileno() and get_request(), as in the stdlib).
+Source = tuple[Any, Any]
+
+
+class BaseServer:
+    """Base class for server classes.
+
+    Methods for the caller:
+
+    - __init__(server_address, RequestHandlerClass)
+    - serve_forever(poll_interval=0.5)
+    - shutdown()
+    - handle_request()  # if you do not use serve_forever()
+    - fileno() -> int   # for selector
+
+    Methods that may be overridden:
+
+    - server_bind()
+    - server_activate()
+    - get_request() -> request, client_address
+    - handle_timeout()
+    - verify_request(request, client_address)
+    - server_close()
+    - process_request(request, client_address)
+    - shutdown_request(request)
+    - close_request(request)
+    - service_actions()
+    - handle_error()
+
+    Methods for derived classes:
+
+    - finish_request(request, client_address)
+
+    Class variables that may be overridden by derived classes or
+    instances:
+
+    - timeout
+    - address_family
+    - socket_type
+    - allow_reuse_address
+    - allow_reuse_port
+
+    Instance variables:
+
+    - RequestHandlerClass
+    - socket
+    """
+
+    timeout: float | None = None
+
+    # Defaults at class level, so that a subclass whose __init__ skips ours
+    # (the stdlib tolerates a few such) still finds them.
+    _portico_serving_thread: int | None = None
+    _portico_wakeup: Wakeup | None = None
+    _portico_ready: Any = None
+
+    def __init__(self, server_address: Any, RequestHandlerClass: Callable[..., Any]) -> None:
+        """Constructor.  May be extended, do not override."""
+        self.server_address = server_address
+        self.RequestHandlerClass = RequestHandlerClass
+        # Set while no serve_forever() runs, so shutdown() never waits for one
+        # that was never started.
+        self.__is_shut_down = threading.Event()
+        self.__is_shut_down.set()
+        self.__shutdown_request = False
+        self._portico_accept = AcceptBackoff()
+        self._portico_serving = threading.Event()
+
+    def server_activate(self) -> None:
+        """Called by constructor to activate the server.
+
+        May be overridden.
+        """
+
+    def serve_forever(self, poll_interval: float | None = 0.5) -> None:
+        """Handle one request at a time until shutdown.
+
+        Polls for shutdown every poll_interval seconds: that is, calls
+        service_actions() at least that often.  shutdown() itself does not
+        wait for the poll: it wakes the loop at once.
+        """
+        self.__is_shut_down.clear()
+        self._portico_serving_thread = threading.get_ident()
+        try:
+            # A shutdown() that came before us must win: check only after
+            # clearing the event, which is what that shutdown() looked at.
+            if not self.__shutdown_request:
+                self._portico_serve(poll_interval)
+        finally:
+            self.__shutdown_request = False
+            self._portico_serving_thread = None
+            self._portico_serving.clear()
+            self.__is_shut_down.set()
+
+    def _portico_serve(self, poll_interval: float | None) -> None:
+        wakeup = Wakeup()
+        self._portico_wakeup = wakeup
+        try:
+            with _ServerSelector() as selector:
+                selector.register(wakeup, selectors.EVENT_READ)
+                loop = _AcceptLoop(self, selector, poll_interval)
+                self._portico_serving.set()
+                while not self.__shutdown_request:
+                    ready = selector.select(loop.wait_time())
+                    if self.__shutdown_request:
+                        break
+                    loop.dispatch(ready, wakeup)
+                    self.service_actions()
+        finally:
+            self._portico_wakeup = None
+            wakeup.close()
+
+    def shutdown(self) -> None:
+        """Stop the serve_forever loop and wait until it has stopped.
+
+        Returns at once when called from the thread that runs serve_forever()
+        (which then stops after the current request), when no serve_forever()
+        is running, and when called again.
+        """
+        self.__shutdown_request = True
+        wakeup = self._portico_wakeup
+        if wakeup is not None:
+            wakeup.set()
+        if self._portico_serving_thread == threading.get_ident():
+            return
+        self.__is_shut_down.wait()
+
+    def service_actions(self) -> None:
+        """Called by the serve_forever() loop.
+
+        May be overridden by a subclass / Mixin to implement any code that
+        needs to be run during the loop.
+        """
+
+    # How one request travels: handle_request() (or the serve_forever() loop)
+    # waits for a readable listener; get_request() accepts (streams) or
+    # receives (datagrams); verify_request() may refuse; process_request() is
+    # where a mixin hands the work to a thread or a child process; and
+    # finish_request() builds the handler, whose constructor does the rest.
+
+    def handle_request(self) -> None:
+        """Handle one request, possibly blocking.
+
+        Respects self.timeout.
+        """
+        timeout = self.socket.gettimeout()  # type: ignore[attr-defined]
+        if timeout is None:
+            timeout = self.timeout
+        elif self.timeout is not None:
+            timeout = min(timeout, self.timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with _ServerSelector() as selector:
+            for fileobj, listener in self._portico_sources():
+                selector.register(fileobj, selectors.EVENT_READ, listener)
+            while True:
+                ready = selector.select(timeout)
+                if ready:
+                    self._portico_ready = ready[0][0].data
+                    return self._handle_request_noblock()
+                if deadline is not None:
+                    timeout = deadline - time.monotonic()
+                    if timeout < 0:
+                        return self.handle_timeout()
+
+    def _handle_request_noblock(self) -> None:
+        """Handle one request, without blocking.
+
+        I assume that selector.select() has returned that the socket is
+        readable before this function was called, so there should be no risk of
+        blocking in get_request().
+        """
+        try:
+            request, client_address = self.get_request()  # type: ignore[attr-defined]
+        except OSError as exc:
+            self._portico_accept_failed(exc)
+            return
+        if self._portico_accept.paused:
+            self._portico_accept_recovered()
+        if self.verify_request(request, client_address):
+            try:
+                self.process_request(request, client_address)
+            except Exception:
+                self.handle_error(request, client_address)
+                self.shutdown_request(request)
+            except BaseException:
+                self.shutdown_request(request)
+                raise
+        else:
+            self.shutdown_request(request)
+
+    def _portico_sources(self) -> list[Source]:
+        """What to select on for new requests: by default the server's own fileno()."""
+        return [(self, None)]
+
+    def _portico_accept_failed(self, exc: OSError) -> None:
+        backoff = self._portico_accept
+        backoff.record(exc)
+        action = classify_accept_error(exc)
+        if action is AcceptAction.RETRY:
+            server_log.debug("accept failed, retrying: %s", exc)
+        elif action is AcceptAction.BACK_OFF:
+            first = not backoff.paused
+            delay = backoff.pause()
+            if first:
+                server_log.warning(
+                    "accepting paused: %s; retrying with back-off (%.3f s, doubling)",
+                    exc.strerror or exc,
+                    delay,
+                )
+        elif not self.__shutdown_request:
+            server_log.error("listening socket failed: %s; serving stops", exc)
+            raise ListenerError(
+                exc.errno,
+                f"the listening socket failed: {exc.strerror or exc}",
+                hint="it was closed or is no longer listening; create a new server",
+            ) from exc
+
+    def _portico_accept_recovered(self) -> None:
+        absorbed = self._portico_accept.recover()
+        server_log.info("accepting again after %d failed attempts", absorbed)
+
+    def handle_timeout(self) -> None:
+        """Called if no new request arrives within self.timeout.
+
+        Overridden by ForkingMixIn.
+        """
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        """Verify the request.  May be overridden.
+
+        Return True if we should proceed with this request.
+        """
+        return True
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Call finish_request.
+
+        Overridden by ForkingMixIn and ThreadingMixIn.
+        """
+        self.finish_request(request, client_address)
+        self.shutdown_request(request)
+
+    def server_close(self) -> None:
+        """Called to clean-up the server.
+
+        May be overridden.
+        """
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """Finish one request by instantiating RequestHandlerClass."""
+        self.RequestHandlerClass(request, client_address, self)
+
+    def shutdown_request(self, request: Any) -> None:
+        """Called to shutdown and close an individual request."""
+        self.close_request(request)
+
+    def close_request(self, request: Any) -> None:
+        """Called to clean up an individual request."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Handle an error gracefully.  May be overridden.
+
+        Logs the exception being handled, with its traceback and the client
+        address, to the ``portico.error`` logger; the server keeps serving.
+        """
+        error_log.error(
+            "Exception occurred during processing of request from %s",
+            format_address(client_address),
+            exc_info=True,
+            extra={"client_address": client_address},
+        )
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.server_close()
+
+
+class _AcceptLoop:
+    """The part of serve_forever() that decides what to select on and when.
+
+    While accepting is paused by a capacity error, the listeners are taken
+    out of the selector (they stay readable, so selecting on them would
+    spin) and put back when the back-off delay has passed.
+    """
+
+    def __init__(
+        self, server: BaseServer, selector: selectors.BaseSelector, poll_interval: float | None
+    ) -> None:
+        self.server = server
+        self.selector = selector
+        self.poll_interval = poll_interval
+        self.sources = server._portico_sources()
+        self.resume_at: float | None = None
+        self._watch()
+
+    def _watch(self) -> None:
+        for fileobj, listener in self.sources:
+            self.selector.register(fileobj, selectors.EVENT_READ, listener)
+
+    def _unwatch(self) -> None:
+        for fileobj, _ in self.sources:
+            self.selector.unregister(fileobj)
+
+    def wait_time(self) -> float | None:
+        if self.resume_at is None:
+            return self.poll_interval
+        remaining = self.resume_at - time.monotonic()
+        if remaining <= 0:
+            self.resume_at = None
+            self._watch()
+            return 0.0
+        return remaining if self.poll_interval is None else min(remaining, self.poll_interval)
+
+    def dispatch(self, ready: list[tuple[selectors.SelectorKey, int]], wakeup: Wakeup) -> None:
+        server = self.server
+        for key, _ in ready:
+            if key.fileobj is wakeup:
+                wakeup.drain()
+                continue
+            server._portico_ready = key.data
+            server._handle_request_noblock()
+            if server._portico_accept.paused and self.resume_at is None:
+                self.resume_at = time.monotonic() + server._portico_accept.delay
+                self._unwatch()
+                return

@@ -1,0 +1,126 @@
+"""Request handlers: one instance per request, ``setup()``, ``handle()``, ``finish()``."""
+
+from __future__ import annotations
+
+import socket
+from io import BufferedIOBase, BytesIO
+from typing import Any
+
+__all__ = ["BaseRequestHandler", "DatagramRequestHandler", "StreamRequestHandler"]
+
+
+class BaseRequestHandler:
+    """Base class for request handler classes.
+
+    This class is instantiated for each request to be handled.  The
+    constructor sets the instance variables request, client_address
+    and server, and then calls the handle() method.  To implement a
+    specific service, all you need to do is to derive a class which
+    defines a handle() method.
+
+    The handle() method can find the request as self.request, the
+    client address as self.client_address, and the server (in case it
+    needs access to per-server information) as self.server.  Since a
+    separate instance is created for each request, the handle() method
+    can define other arbitrary instance variables.
+    """
+
+    def __init__(self, request: Any, client_address: Any, server: Any) -> None:
+        self.request = request
+        self.client_address = client_address
+        self.server = server
+        self.setup()
+        try:
+            self.handle()
+        finally:
+            self.finish()
+
+    def setup(self) -> None:
+        pass
+
+    def handle(self) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+class StreamRequestHandler(BaseRequestHandler):
+    """Define self.rfile and self.wfile for stream sockets."""
+
+    # rfile is buffered: reading a line byte by byte would cost a recv() per
+    # byte.  wfile is unbuffered: a reply usually must reach the client before
+    # the next read, and large writes go out in one sendall() anyway.
+    rbufsize = -1
+    wbufsize = 0
+
+    # Applied to the request socket by setup() when not None.
+    timeout: float | None = None
+
+    # Set TCP_NODELAY; worth it only with a buffered wfile (wbufsize != 0),
+    # or every small write becomes its own packet.
+    disable_nagle_algorithm = False
+
+    connection: Any
+    rfile: Any
+    wfile: Any
+
+    def setup(self) -> None:
+        self.connection = self.request
+        if self.timeout is not None:
+            self.connection.settimeout(self.timeout)
+        if self.disable_nagle_algorithm:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+        self.rfile = self.connection.makefile("rb", self.rbufsize)
+        if self.wbufsize == 0:
+            self.wfile = _SocketWriter(self.connection)
+        else:
+            self.wfile = self.connection.makefile("wb", self.wbufsize)
+
+    def finish(self) -> None:
+        if not self.wfile.closed:
+            try:
+                self.wfile.flush()
+            except OSError:
+                # The peer may be gone already (ECONNABORTED, EPIPE): nothing to flush to.
+                pass
+        self.wfile.close()
+        self.rfile.close()
+
+
+class _SocketWriter(BufferedIOBase):
+    """Simple writable BufferedIOBase implementation for a socket.
+
+    Does not hold data in a buffer, avoiding any need to call flush().
+    """
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        self._sock.sendall(b)
+        with memoryview(b) as view:
+            return view.nbytes
+
+    def fileno(self) -> int:
+        return int(self._sock.fileno())
+
+
+class DatagramRequestHandler(BaseRequestHandler):
+    """Define self.rfile and self.wfile for datagram sockets."""
+
+    packet: bytes
+    socket: Any
+    rfile: BytesIO
+    wfile: BytesIO
+
+    def setup(self) -> None:
+        self.packet, self.socket = self.request
+        self.rfile = BytesIO(self.packet)
+        self.wfile = BytesIO()
+
+    def finish(self) -> None:
+        self.socket.sendto(self.wfile.getvalue(), self.client_address)

@@ -1,0 +1,289 @@
+"""The socket servers: TCP, UDP and their Unix-domain twins.
+
+Stdlib behaviour, plus what a real deployment needs: the backlog defaults to
+the system maximum, a wildcard IPv6 address serves IPv4 clients too (and
+reports them as plain IPv4 addresses), one server may listen on several
+addresses (:meth:`TCPServer.add_listener`), and a Unix socket file left behind
+by a dead server is replaced while a live one is refused.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from portico.net.addresses import (
+    family_of_host,
+    is_ipv6_literal,
+    mapped_ipv6_address,
+    plain_peer_address,
+)
+from portico.net.listeners import (
+    UnixSocketFile,
+    bind_socket,
+    open_listener,
+    prepare_bind,
+    system_max_backlog,
+)
+from portico.server.base import BaseServer, Source
+
+__all__ = ["TCPServer", "UDPServer"]
+
+
+class TCPServer(BaseServer):
+    """Base class for various socket-based server classes.
+
+    Defaults to synchronous IP stream (i.e., TCP).
+
+    Methods for the caller:
+
+    - __init__(server_address, RequestHandlerClass, bind_and_activate=True)
+    - serve_forever(poll_interval=0.5)
+    - shutdown()
+    - handle_request()  # if you don't use serve_forever()
+    - fileno() -> int   # for selector
+    - add_listener(address_or_socket)  # portico: serve more addresses
+
+    Methods that may be overridden:
+
+    - server_bind()
+    - server_activate()
+    - get_request() -> request, client_address
+    - handle_timeout()
+    - verify_request(request, client_address)
+    - process_request(request, client_address)
+    - shutdown_request(request)
+    - close_request(request)
+    - handle_error()
+
+    Methods for derived classes:
+
+    - finish_request(request, client_address)
+
+    Class variables that may be overridden by derived classes or
+    instances:
+
+    - timeout
+    - address_family
+    - socket_type
+    - request_queue_size (only for stream sockets)
+    - allow_reuse_address
+    - allow_reuse_port
+    - unix_socket_mode (portico: permission bits of a Unix socket file)
+
+    Instance variables:
+
+    - server_address
+    - RequestHandlerClass
+    - socket
+    """
+
+    address_family: int = socket.AF_INET
+    socket_type: int = socket.SOCK_STREAM
+    # The stdlib's 5 drops connections under any burst; the kernel clamps this.
+    request_queue_size: int = system_max_backlog()
+    allow_reuse_address: bool = False
+    if sys.version_info >= (3, 11):
+        allow_reuse_port: bool = False
+    unix_socket_mode: int | None = None
+
+    _portico_unix_file: UnixSocketFile | None = None
+
+    def __init__(
+        self,
+        server_address: Any,
+        RequestHandlerClass: Callable[..., Any],
+        bind_and_activate: bool = True,
+    ) -> None:
+        """Constructor.  May be extended, do not override."""
+        BaseServer.__init__(self, server_address, RequestHandlerClass)
+        self._portico_extra_listeners: list[socket.socket] = []
+        self._portico_extra_files: list[UnixSocketFile] = []
+        if (
+            self.address_family == socket.AF_INET
+            and isinstance(server_address, tuple)
+            and is_ipv6_literal(server_address[0])
+        ):
+            # An IPv6 literal given to an IPv4 class would fail in bind(); serve it instead.
+            self.address_family = socket.AF_INET6
+        self.socket = socket.socket(self.address_family, self.socket_type)
+        if bind_and_activate:
+            try:
+                self.server_bind()
+                self.server_activate()
+            except BaseException:
+                self.server_close()
+                raise
+
+    def server_bind(self) -> None:
+        """Called by constructor to bind the socket.
+
+        May be overridden.
+        """
+        prepare_bind(
+            self.socket,
+            self.server_address,
+            reuse_address=self.allow_reuse_address,
+            reuse_port=getattr(self, "allow_reuse_port", False),
+        )
+        self._portico_unix_file = bind_socket(
+            self.socket, self.server_address, unix_mode=self.unix_socket_mode
+        )
+        self.server_address = self.socket.getsockname()
+
+    def server_activate(self) -> None:
+        """Called by constructor to activate the server.
+
+        May be overridden.
+        """
+        self.socket.listen(self.request_queue_size)
+
+    def server_close(self) -> None:
+        """Called to clean-up the server.
+
+        May be overridden.
+        """
+        self.socket.close()
+        for listener in self._portico_listeners_extra():
+            listener.close()
+        for owned in [self._portico_unix_file, *getattr(self, "_portico_extra_files", [])]:
+            if owned is not None:
+                owned.remove_if_ours()
+
+    def fileno(self) -> int:
+        """Return socket file number.
+
+        Interface required by selector.
+        """
+        return self.socket.fileno()
+
+    def get_request(self) -> tuple[Any, Any]:
+        """Get the request and client address from the socket.
+
+        May be overridden.
+        """
+        listener = self._portico_ready or self.socket
+        request, client_address = listener.accept()
+        return request, plain_peer_address(client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        """Called to shutdown and close an individual request."""
+        try:
+            # Explicitly shut down: socket.close() merely releases the socket
+            # and waits for GC to perform the actual close.
+            request.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # some platforms may raise ENOTCONN here
+        self.close_request(request)
+
+    def close_request(self, request: Any) -> None:
+        """Called to clean up an individual request."""
+        request.close()
+
+    # -- portico additions -------------------------------------------------
+
+    def add_listener(self, listener: Any) -> socket.socket:
+        """Serve one more address, or an already bound socket, from this server.
+
+        ``listener`` is an address in this server's form (a ``(host, port)``
+        pair, which may be IPv6 whatever ``address_family`` says, or a Unix
+        path) or a socket that is already bound (and listening, for streams).
+        Call it before ``serve_forever()``.  The socket is closed by
+        ``server_close()``.  Returns the listening socket.
+        """
+        if isinstance(listener, socket.socket):
+            sock = listener
+        else:
+            family = self.address_family
+            if isinstance(listener, tuple) and family in (socket.AF_INET, socket.AF_INET6):
+                family = family_of_host(listener[0], socket.AF_INET)
+            sock, owned = open_listener(
+                listener,
+                family=family,
+                socket_type=self.socket_type,
+                backlog=self.request_queue_size,
+                reuse_address=self.allow_reuse_address,
+                reuse_port=getattr(self, "allow_reuse_port", False),
+                unix_mode=self.unix_socket_mode,
+            )
+            if owned is not None:
+                self._portico_extra_files.append(owned)
+        self._portico_extra_listeners.append(sock)
+        return sock
+
+    @property
+    def listeners(self) -> list[socket.socket]:
+        """Every socket this server serves: ``self.socket`` first."""
+        return [self.socket, *self._portico_listeners_extra()]
+
+    @property
+    def server_addresses(self) -> list[Any]:
+        """The bound address of every listener, ``server_address`` first."""
+        return [self.server_address, *(s.getsockname() for s in self._portico_listeners_extra())]
+
+    def _portico_listeners_extra(self) -> list[socket.socket]:
+        return getattr(self, "_portico_extra_listeners", [])
+
+    def _portico_sources(self) -> list[Source]:
+        extra = self._portico_listeners_extra()
+        if not extra:
+            return [(self, None)]  # honours an overridden fileno(), as the stdlib does
+        return [(sock, sock) for sock in [self.socket, *extra]]
+
+
+class UDPServer(TCPServer):
+    """UDP server class."""
+
+    allow_reuse_address = False
+    if sys.version_info >= (3, 11):
+        allow_reuse_port = False
+    socket_type = socket.SOCK_DGRAM
+    max_packet_size = 8192
+
+    def get_request(self) -> tuple[Any, Any]:
+        listener = self._portico_ready or self.socket
+        data, client_address = listener.recvfrom(self.max_packet_size)
+        plain = plain_peer_address(client_address)
+        if plain is not client_address:
+            # Replies must go back through the IPv6 socket in its mapped form.
+            return (data, _MappedReplySocket(listener)), plain
+        return (data, listener), client_address
+
+    def server_activate(self) -> None:
+        # No need to call listen() for UDP.
+        pass
+
+    def shutdown_request(self, request: Any) -> None:
+        # No need to shutdown anything.
+        self.close_request(request)
+
+    def close_request(self, request: Any) -> None:
+        # No need to close anything.
+        pass
+
+
+class _MappedReplySocket:
+    """A dual-stack UDP socket as a handler sees it: replies to plain IPv4 addresses work."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def sendto(self, data: Any, *args: Any) -> int:
+        *flags, address = args
+        send: Callable[..., int] = self._sock.sendto
+        return send(data, *flags, mapped_ipv6_address(address))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+if hasattr(socket, "AF_UNIX"):
+    __all__ += ["UnixDatagramServer", "UnixStreamServer"]
+
+    class UnixStreamServer(TCPServer):
+        address_family = socket.AF_UNIX
+
+    class UnixDatagramServer(UDPServer):
+        address_family = socket.AF_UNIX

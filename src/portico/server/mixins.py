@@ -1,0 +1,167 @@
+"""The stdlib concurrency mixins: a thread, or a child process, per request.
+
+Both keep their exact stdlib behaviour (attributes, hooks, reaping), because
+programs tune them: ``daemon_threads``, ``block_on_close``, ``max_children``.
+portico's bounded engines arrive as separate mixins and never change these.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+__all__ = ["ThreadingMixIn"]
+
+
+class _NoThreads:
+    """What ``_threads`` is when nothing needs joining (``block_on_close`` is false)."""
+
+    def append(self, thread: threading.Thread) -> None:
+        pass
+
+    def join(self) -> None:
+        pass
+
+
+class _Threads(list[threading.Thread]):
+    """The request threads to join on server_close(); finished ones are dropped as we go."""
+
+    def append(self, thread: threading.Thread) -> None:
+        self.reap()
+        if thread.daemon:
+            return
+        super().append(thread)
+
+    def pop_all(self) -> list[threading.Thread]:
+        self[:], result = [], self[:]
+        return result
+
+    def join(self) -> None:
+        for thread in self.pop_all():
+            thread.join()
+
+    def reap(self) -> None:
+        self[:] = [thread for thread in self if thread.is_alive()]
+
+
+class ThreadingMixIn:
+    """Mix-in class to handle each request in a new thread."""
+
+    # Decides how threads will act upon termination of the
+    # main process
+    daemon_threads = False
+    # If true, server_close() waits until all non-daemonic threads terminate.
+    block_on_close = True
+    # Threads object
+    # used by server_close() to wait for all threads completion.
+    _threads: Any = _NoThreads()
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Same as in BaseServer but as a thread.
+
+        In addition, exception handling is done here.
+        """
+        try:
+            self.finish_request(request, client_address)  # type: ignore[attr-defined]
+        except Exception:
+            self.handle_error(request, client_address)  # type: ignore[attr-defined]
+        finally:
+            self.shutdown_request(request)  # type: ignore[attr-defined]
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Start a new thread to process the request."""
+        if self.block_on_close:
+            vars(self).setdefault("_threads", _Threads())
+        thread = threading.Thread(
+            target=self.process_request_thread, args=(request, client_address)
+        )
+        thread.daemon = self.daemon_threads
+        self._threads.append(thread)
+        thread.start()
+
+    def server_close(self) -> None:
+        super().server_close()  # type: ignore[misc]
+        self._threads.join()
+
+
+if hasattr(os, "fork"):
+    __all__ += ["ForkingMixIn"]
+
+    class ForkingMixIn:
+        """Mix-in class to handle each request in a new process."""
+
+        timeout: float | None = 300
+        active_children: set[int] | None = None
+        max_children = 40
+        # If true, server_close() waits until all child processes complete.
+        block_on_close = True
+
+        def collect_children(self, *, blocking: bool = False) -> None:
+            """Internal routine to wait for children that have exited."""
+            if self.active_children is None:
+                return
+            # Over the limit: wait (blocking) until a child exits, whatever else happens.
+            while len(self.active_children) >= self.max_children:
+                try:
+                    pid, _ = os.waitpid(-1, 0)
+                    self.active_children.discard(pid)
+                except ChildProcessError:
+                    # we don't have any children, we're done
+                    self.active_children.clear()
+                except OSError:
+                    break
+            # Then reap, without waiting unless asked, every child that is done.
+            for pid in self.active_children.copy():
+                try:
+                    flags = 0 if blocking else os.WNOHANG
+                    reaped, _ = os.waitpid(pid, flags)
+                    # 0 while the child still runs, and discard(0) is a no-op.
+                    self.active_children.discard(reaped)
+                except ChildProcessError:
+                    # someone else reaped it
+                    self.active_children.discard(pid)
+                except OSError:
+                    pass
+
+        def handle_timeout(self) -> None:
+            """Wait for zombies after self.timeout seconds of inactivity.
+
+            May be extended, do not override.
+            """
+            self.collect_children()
+
+        def service_actions(self) -> None:
+            """Collect the zombie child processes regularly in the ForkingMixIn.
+
+            service_actions is called in the BaseServer's serve_forever loop.
+            """
+            self.collect_children()
+
+        def process_request(self, request: Any, client_address: Any) -> None:
+            """Fork a new subprocess to process the request."""
+            pid = os.fork()
+            if pid:
+                # Parent process
+                if self.active_children is None:
+                    self.active_children = set()
+                self.active_children.add(pid)
+                self.close_request(request)  # type: ignore[attr-defined]
+                return
+            # Child process.  Whatever happens, the child must leave through
+            # os._exit(): returning would run the parent's serving loop in it.
+            status = 1
+            try:
+                self.finish_request(request, client_address)  # type: ignore[attr-defined]
+                status = 0
+            except Exception:
+                self.handle_error(request, client_address)  # type: ignore[attr-defined]
+            finally:
+                try:
+                    self.shutdown_request(request)  # type: ignore[attr-defined]
+                finally:
+                    os._exit(status)
+
+        def server_close(self) -> None:
+            super().server_close()  # type: ignore[misc]
+            self.collect_children(blocking=self.block_on_close)
