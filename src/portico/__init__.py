@@ -64,3 +64,8 @@ if hasattr(socket, "AF_UNIX"):
 
 # The stdlib module's private helpers, for code that reached into them.
 _private_aliases = (_ServerSelector, _SocketWriter, _Threads, _NoThreads)
+
+# Public classes present themselves as portico's, whichever sub-module holds them.
+for _name in __all__:
+    globals()[_name].__module__ = __name__
+del _name

@@ -20,7 +20,6 @@ import selectors
 import threading
 import time
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any
 
 from portico.errors import ListenerError
@@ -316,12 +315,7 @@ class BaseServer:
     def __enter__(self) -> Any:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *args: object) -> None:
         self.server_close()
 
 
