@@ -98,9 +98,7 @@ def test_method_signatures_accept_every_stdlib_call(stdlib_class: type) -> None:
             (p.name, p.kind, p.default) for p in theirs_params
         ], name
         extra = ours_params[len(theirs_params) :]
-        assert all(
-            p.kind is p.KEYWORD_ONLY and p.default is not p.empty for p in extra
-        ), name
+        assert all(p.kind is p.KEYWORD_ONLY and p.default is not p.empty for p in extra), name
 
 
 def test_stdlib_docstrings_listing_hooks_are_kept() -> None:

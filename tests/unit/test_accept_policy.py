@@ -8,6 +8,7 @@ delay with a ceiling, a count of what it absorbed, and counts by errno name.
 from __future__ import annotations
 
 import errno
+import itertools
 import ssl
 
 import pytest
@@ -28,22 +29,27 @@ EXPECTED_CAPACITY = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 EXPECTED_FATAL = {errno.EBADF, errno.EINVAL, errno.ENOTSOCK, errno.EOPNOTSUPP}
 # Errors about one connection (or a signal), which accept() may raise and
 # which must never stop or pause a server.
-PER_CONNECTION = [
-    errno.ECONNABORTED,
-    errno.EPROTO,
-    errno.EPERM,
-    errno.ECONNRESET,
-    errno.EAGAIN,
-    errno.EWOULDBLOCK,
-    errno.EINTR,
-    errno.ETIMEDOUT,
-    errno.EHOSTUNREACH,
-    errno.ENETDOWN,
-    errno.ENETUNREACH,
-    errno.ENOPROTOOPT,
-    errno.EHOSTDOWN,
-    errno.ENONET,
-]
+PER_CONNECTION = sorted(
+    {
+        getattr(errno, code_name)
+        for code_name in (
+            "ECONNABORTED",
+            "EPROTO",
+            "EPERM",
+            "ECONNRESET",
+            "EAGAIN",
+            "EINTR",
+            "ETIMEDOUT",
+            "EHOSTUNREACH",
+            "ENETDOWN",
+            "ENETUNREACH",
+            "ENOPROTOOPT",
+            "EHOSTDOWN",
+            "ENONET",  # Linux only
+        )
+        if hasattr(errno, code_name)
+    }
+)
 UNKNOWN_ERRNO = 99_999
 
 
@@ -166,19 +172,26 @@ def test_recover_without_pause_absorbed_nothing() -> None:
 
 @given(
     initial=st.floats(min_value=1e-4, max_value=10.0),
-    maximum=st.floats(min_value=1e-4, max_value=100.0),
+    factor=st.floats(min_value=1.0, max_value=1000.0),
     pauses=st.integers(min_value=1, max_value=60),
 )
 def test_backoff_delays_never_decrease_and_stay_bounded(
-    initial: float, maximum: float, pauses: int
+    initial: float, factor: float, pauses: int
 ) -> None:
+    maximum = initial * factor
     backoff = AcceptBackoff(initial=initial, maximum=maximum)
     delays = [backoff.pause() for _ in range(pauses)]
     assert delays[0] == initial
-    assert all(0 < d <= max(initial, maximum) for d in delays)
-    assert all(later >= earlier for earlier, later in zip(delays, delays[1:]))
+    assert all(0 < d <= maximum for d in delays)
+    assert all(later >= earlier for earlier, later in itertools.pairwise(delays))
+    assert all(later in (earlier * 2, maximum) for earlier, later in itertools.pairwise(delays))
     assert backoff.recover() == pauses
     assert not backoff.paused
+
+
+def test_ceiling_below_initial_caps_the_first_pause_too() -> None:
+    backoff = AcceptBackoff(initial=0.5, maximum=0.1)
+    assert [backoff.pause() for _ in range(3)] == [0.1, 0.1, 0.1]
 
 
 def test_counts_by_errno_name() -> None:

@@ -71,7 +71,7 @@ class AcceptBackoff:
         self.counts[errno.errorcode.get(exc.errno or 0, "unknown")] += 1
 
     def pause(self) -> float:
-        self.delay = self.initial if not self.delay else min(self.maximum, self.delay * 2)
+        self.delay = min(self.maximum, self.delay * 2 if self.delay else self.initial)
         self.errors_in_pause += 1
         return self.delay
 

@@ -30,14 +30,17 @@ def parse_host_port(text: str, *, default_host: str = "127.0.0.1") -> tuple[str,
         host = host[1:-1]
         if not is_ipv6_literal(host):
             raise ConfigurationError(f"{text!r}: {host!r} is not an IPv6 address")
-    elif ":" in host:
+    elif ":" in host or text.startswith("["):
+        if text.endswith("]"):
+            raise ConfigurationError(f"{text!r}: the port is missing, as in [::1]:9999")
         raise ConfigurationError(f"{text!r}: write IPv6 addresses in brackets, as [::1]:9999")
     elif not host:
         host = default_host
-    try:
-        port = int(port_text, 10)
-    except ValueError:
-        raise ConfigurationError(f"{text!r}: port {port_text!r} is not a number") from None
+    # int() would also take " 80", "+80", "8_0" and non-ASCII digits.
+    digits = port_text[1:] if port_text.startswith("-") else port_text
+    if not (digits.isascii() and digits.isdigit()):
+        raise ConfigurationError(f"{text!r}: port {port_text!r} is not a number")
+    port = int(port_text, 10)
     if not 0 <= port <= 65535:
         raise ConfigurationError(f"{text!r}: port {port} is outside 0-65535")
     return host, port

@@ -110,15 +110,18 @@ def unix_path(address: Any) -> str | None:
 def remove_stale_unix_socket(path: str, socket_type: int) -> None:
     """Remove ``path`` if it is a socket nobody listens on; refuse if somebody does.
 
-    A file that is not a socket is left alone: bind() will then fail with
-    EADDRINUSE and the error says so, rather than portico deleting user data.
+    A file that is not a socket is never deleted: that could be user data.
     """
     try:
         info = os.lstat(path)
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(info.st_mode):
-        return
+        raise AddressInUseError(
+            errno.EADDRINUSE,
+            f"cannot listen on {path}: something that is not a socket is in the way",
+            hint="remove it or choose another path",
+        )
     probe = socket.socket(socket.AF_UNIX, socket_type)
     try:
         probe.settimeout(1.0)
@@ -180,7 +183,8 @@ def open_listener(
     unix_mode: int | None = None,
 ) -> tuple[socket.socket, UnixSocketFile | None]:
     """Open, bind and (for streams) listen; close the socket again if any step fails."""
-    sock = socket.socket(family, socket_type)
+    with bind_errors_explained(address):
+        sock = socket.socket(family, socket_type)
     try:
         prepare_bind(sock, address, reuse_address=reuse_address, reuse_port=reuse_port)
         owned = bind_socket(sock, address, unix_mode=unix_mode)

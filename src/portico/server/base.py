@@ -25,7 +25,7 @@ from typing import Any
 from portico.errors import ListenerError
 from portico.net.accept import AcceptAction, AcceptBackoff, classify_accept_error
 from portico.net.addresses import format_address
-from portico.net.wakeup import Wakeup
+from portico.net.wakeup import Wakeup, signals_wake
 
 __all__ = ["BaseServer"]
 
@@ -95,6 +95,10 @@ class BaseServer:
     _portico_serving_thread: int | None = None
     _portico_wakeup: Wakeup | None = None
     _portico_ready: Any = None
+    # True from the end of a serve_forever() loop until the next one starts:
+    # a shutdown() then has nothing to stop, and must not leave a request
+    # behind that would end the next serve_forever() at once.
+    _portico_stopped: bool = False
 
     def __init__(self, server_address: Any, RequestHandlerClass: Callable[..., Any]) -> None:
         """Constructor.  May be extended, do not override."""
@@ -121,14 +125,19 @@ class BaseServer:
         service_actions() at least that often.  shutdown() itself does not
         wait for the poll: it wakes the loop at once.
         """
-        self.__is_shut_down.clear()
+        # Record the serving thread first: a signal handler running in this
+        # thread between these lines must see that it is the serving thread,
+        # or its shutdown() would wait for an event only this thread can set.
         self._portico_serving_thread = threading.get_ident()
+        self._portico_stopped = False
+        self.__is_shut_down.clear()
         try:
             # A shutdown() that came before us must win: check only after
             # clearing the event, which is what that shutdown() looked at.
             if not self.__shutdown_request:
                 self._portico_serve(poll_interval)
         finally:
+            self._portico_stopped = True
             self.__shutdown_request = False
             self._portico_serving_thread = None
             self._portico_serving.clear()
@@ -138,7 +147,7 @@ class BaseServer:
         wakeup = Wakeup()
         self._portico_wakeup = wakeup
         try:
-            with _ServerSelector() as selector:
+            with signals_wake(wakeup), _ServerSelector() as selector:
                 selector.register(wakeup, selectors.EVENT_READ)
                 loop = _AcceptLoop(self, selector, poll_interval)
                 self._portico_serving.set()
@@ -157,8 +166,11 @@ class BaseServer:
 
         Returns at once when called from the thread that runs serve_forever()
         (which then stops after the current request), when no serve_forever()
-        is running, and when called again.
+        is running, and when called again.  A shutdown() before the first
+        serve_forever() stops that one as soon as it starts, as in the stdlib.
         """
+        if self._portico_stopped and self._portico_serving_thread is None:
+            return  # the loop already stopped: nothing to do
         self.__shutdown_request = True
         wakeup = self._portico_wakeup
         if wakeup is not None:

@@ -22,6 +22,7 @@ from portico.net.addresses import (
 )
 from portico.net.listeners import (
     UnixSocketFile,
+    bind_errors_explained,
     bind_socket,
     open_listener,
     prepare_bind,
@@ -108,7 +109,8 @@ class TCPServer(BaseServer):
         ):
             # An IPv6 literal given to an IPv4 class would fail in bind(); serve it instead.
             self.address_family = socket.AF_INET6
-        self.socket = socket.socket(self.address_family, self.socket_type)
+        with bind_errors_explained(server_address):  # e.g. no IPv6 on this host
+            self.socket = socket.socket(self.address_family, self.socket_type)
         if bind_and_activate:
             try:
                 self.server_bind()
@@ -274,6 +276,11 @@ class _MappedReplySocket:
         *flags, address = args
         send: Callable[..., int] = self._sock.sendto
         return send(data, *flags, mapped_ipv6_address(address))
+
+    def sendmsg(self, buffers: Any, ancdata: Any = (), flags: int = 0, address: Any = None) -> int:
+        if address is None:
+            return self._sock.sendmsg(buffers, ancdata, flags)
+        return self._sock.sendmsg(buffers, ancdata, flags, mapped_ipv6_address(address))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)

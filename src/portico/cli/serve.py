@@ -1,0 +1,215 @@
+"""``portico serve``: serve a handler on TCP, UDP or a Unix socket until a signal stops it.
+
+The first address builds the server and the others are added with
+``add_listener()``.  SIGINT and SIGTERM only call ``server.shutdown()``: the
+main thread runs ``serve_forever()``, so shutdown() sets the flag, wakes the
+loop and returns at once; the loop then returns, the previous signal
+handlers come back, and the server closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from portico.cli.builtin import DEFAULT_HANDLER
+from portico.cli.handlers import load_handler, parse_handler_spec
+from portico.cli.logs import configure_logging
+from portico.cli.servers import Transport, transport_for
+from portico.cli.settings import (
+    Command,
+    Resolved,
+    Setting,
+    parse_bool,
+    parse_log_level,
+    parse_octal_mode,
+)
+from portico.errors import ConfigurationError
+from portico.net.addresses import format_address, parse_host_port
+from portico.net.listeners import bind_errors_explained
+from portico.server.inet import TCPServer
+
+__all__ = ["COMMAND", "SETTINGS", "ServeConfig", "run"]
+
+log = logging.getLogger("portico.cli")
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def parse_unix_path(text: str) -> str:
+    if not text or "\0" in text:
+        raise ConfigurationError(f"{text!r} is not a usable socket path")
+    return text
+
+
+SETTINGS = (
+    Setting(
+        "handler",
+        parse_handler_spec,
+        metavar="HANDLER",
+        default=DEFAULT_HANDLER,
+        env="PORTICO_HANDLER",
+        help="built-in handler (upper, echo, discard) or module:Class",
+    ),
+    Setting(
+        "bind",
+        parse_host_port,
+        flag="--bind",
+        metavar="HOST:PORT",
+        default="127.0.0.1:9999",
+        env="PORTICO_BIND",
+        repeat=True,
+        help="address to listen on; IPv6 in brackets, as [::1]:9999; the variable takes a "
+        "comma-separated list",
+    ),
+    Setting(
+        "udp",
+        parse_bool,
+        flag="--udp",
+        default="no",
+        env="PORTICO_UDP",
+        switch=True,
+        help="serve datagrams: UDP, or Unix datagrams with --unix",
+    ),
+    Setting(
+        "unix",
+        parse_unix_path,
+        flag="--unix",
+        metavar="PATH",
+        env="PORTICO_UNIX",
+        help="serve a Unix socket at PATH instead of TCP/UDP",
+    ),
+    Setting(
+        "unix_mode",
+        parse_octal_mode,
+        flag="--unix-mode",
+        metavar="OCTAL",
+        env="PORTICO_UNIX_MODE",
+        help="permission bits of the --unix socket file, e.g. 660",
+    ),
+    Setting(
+        "log_level",
+        parse_log_level,
+        flag="--log-level",
+        metavar="LEVEL",
+        default="INFO",
+        env="PORTICO_LOG_LEVEL",
+        help="DEBUG, INFO (connections), WARNING, ERROR or CRITICAL",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Everything ``portico serve`` was asked to do."""
+
+    handler: str
+    bind: tuple[tuple[str, int], ...]
+    udp: bool
+    unix: str | None
+    unix_mode: int | None
+    log_level: str
+
+    @classmethod
+    def from_settings(cls, resolved: Resolved) -> ServeConfig:
+        given = resolved.given
+        if "unix" in given and "bind" in given:
+            raise ConfigurationError("--unix and --bind cannot be combined")
+        if "unix_mode" in given and "unix" not in given:
+            raise ConfigurationError("--unix-mode needs --unix")
+        _check_no_duplicates(resolved.values["bind"])
+        return cls(**resolved.values)
+
+    @property
+    def addresses(self) -> tuple[Any, ...]:
+        return (self.unix,) if self.unix is not None else self.bind
+
+
+def _check_no_duplicates(addresses: tuple[tuple[str, int], ...]) -> None:
+    seen: set[tuple[str, int]] = set()
+    for address in addresses:
+        if address in seen and address[1] != 0:
+            raise ConfigurationError(f"--bind {format_address(address)} is given twice")
+        seen.add(address)
+
+
+def run(resolved: Resolved) -> int:
+    config = ServeConfig.from_settings(resolved)
+    configure_logging(config.log_level)
+    transport = transport_for(unix=config.unix is not None, udp=config.udp)
+    handler = load_handler(config.handler, datagram=transport.datagram)
+    server = open_server(transport, handler, config)
+    try:
+        log.info("handler %s over %s", config.handler, transport.name)
+        with stop_on_signals(server) as received:
+            log_addresses(server)
+            # shutdown() wakes the loop at once; the poll interval only bounds how
+            # late a signal that the OS delivered to another thread is noticed.
+            server.serve_forever(poll_interval=0.5)
+        log.info("stopping on %s", signal.Signals(received[0]).name if received else "request")
+    finally:
+        server.server_close()
+    return 0
+
+
+def open_server(
+    transport: Transport, handler: Callable[..., Any], config: ServeConfig
+) -> TCPServer:
+    """Build the server on the first address, then add the others; close it on failure."""
+    first, *others = config.addresses
+    with bind_errors_explained(first):
+        server = transport.server_class(first, handler, bind_and_activate=False)
+    server.unix_socket_mode = config.unix_mode
+    try:
+        with bind_errors_explained(first):
+            server.server_bind()
+            server.server_activate()
+        for address in others:
+            with bind_errors_explained(address):
+                server.add_listener(address)
+    except BaseException:
+        server.server_close()
+        raise
+    return server
+
+
+def log_addresses(server: TCPServer) -> None:
+    for address in server.server_addresses:
+        log.info("serving on %s", format_address(address))
+
+
+@contextmanager
+def stop_on_signals(server: TCPServer) -> Iterator[list[int]]:
+    """Make SIGINT and SIGTERM call ``server.shutdown()``; yields the signals received.
+
+    Handlers can only be installed from the main thread; elsewhere this does nothing.
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        server.shutdown()
+
+    previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS}
+    try:
+        yield received
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
+COMMAND = Command(
+    name="serve",
+    summary="serve a handler on TCP, UDP or a Unix socket",
+    settings=SETTINGS,
+    run=run,
+)

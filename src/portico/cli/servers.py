@@ -1,0 +1,196 @@
+"""The servers behind ``portico serve``: portico's threading servers plus an access log.
+
+The access log (logger ``portico.access``, level INFO) has one line when a
+connection opens and one when it closes, with its duration and the bytes it
+carried; a datagram gets one line.  Bytes are counted by wrapping the request
+socket in ``get_request()``: a Python-level method call per ``recv``/``send``,
+next to the system call it wraps.  When the access log is off, nothing is
+wrapped, timed or formatted.
+
+Stopping closes at once: request threads are daemons that nobody waits for.
+(A graceful drain is a later addition.)
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import socket
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from portico.errors import ConfigurationError
+from portico.net.addresses import format_address
+from portico.server.classes import ThreadingTCPServer, ThreadingUDPServer
+from portico.server.inet import TCPServer, UDPServer
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
+
+__all__ = [
+    "CountingSocket",
+    "DatagramAccessLog",
+    "StreamAccessLog",
+    "Transport",
+    "transport_for",
+]
+
+access_log = logging.getLogger("portico.access")
+
+# Numbers tie a connection's "closed" line to its "opened" line.
+_numbers = itertools.count(1)
+_OPENED = "connection %d from %s opened"
+_CLOSED = "connection %d from %s closed after %.3f s: %d bytes in, %d bytes out"
+_DATAGRAM = "datagram %d from %s handled in %.3f s: %d bytes in, %d bytes out"
+
+
+class CountingSocket(socket.socket):
+    """A connected socket that counts the bytes received and sent through it."""
+
+    __slots__ = ("bytes_in", "bytes_out")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    @classmethod
+    def adopt(cls, sock: socket.socket) -> CountingSocket:
+        """Take over ``sock``'s descriptor (no system call); ``sock`` is left detached."""
+        timeout = sock.gettimeout()
+        counting = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        if counting.gettimeout() != timeout:
+            counting.settimeout(timeout)
+        return counting
+
+    def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
+        data = super().recv(bufsize, flags)
+        self.bytes_in += len(data)
+        return data
+
+    def recv_into(self, buffer: WriteableBuffer, nbytes: int = 0, flags: int = 0, /) -> int:
+        received = super().recv_into(buffer, nbytes, flags)
+        self.bytes_in += received
+        return received
+
+    def send(self, data: ReadableBuffer, flags: int = 0, /) -> int:
+        sent = super().send(data, flags)
+        self.bytes_out += sent
+        return sent
+
+    def sendall(self, data: ReadableBuffer, flags: int = 0, /) -> None:
+        super().sendall(data, flags)
+        with memoryview(data) as view:
+            self.bytes_out += view.nbytes
+
+
+class _CountingReplySocket:
+    """A datagram handler's view of the server socket, counting the bytes sent back."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self.bytes_out = 0
+
+    def sendto(self, data: Any, *args: Any) -> int:
+        sent: int = self._sock.sendto(data, *args)
+        self.bytes_out += sent
+        return sent
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class StreamAccessLog(TCPServer):
+    """Log each connection when it opens and when it closes."""
+
+    def get_request(self) -> tuple[Any, Any]:
+        request, client_address = super().get_request()
+        if access_log.isEnabledFor(logging.INFO):
+            request = CountingSocket.adopt(request)
+        return request, client_address
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if not isinstance(request, CountingSocket):
+            return super().finish_request(request, client_address)
+        number, peer = next(_numbers), format_address(client_address)
+        access_log.info(_OPENED, number, peer)
+        started = time.monotonic()
+        try:
+            super().finish_request(request, client_address)
+        finally:
+            elapsed = time.monotonic() - started
+            access_log.info(_CLOSED, number, peer, elapsed, request.bytes_in, request.bytes_out)
+
+
+class DatagramAccessLog(UDPServer):
+    """Log each datagram once it is handled."""
+
+    def get_request(self) -> tuple[Any, Any]:
+        (data, sock), client_address = super().get_request()
+        if access_log.isEnabledFor(logging.INFO):
+            sock = _CountingReplySocket(sock)
+        return (data, sock), client_address
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        data, sock = request
+        if not isinstance(sock, _CountingReplySocket):
+            return super().finish_request(request, client_address)
+        started = time.monotonic()
+        try:
+            super().finish_request(request, client_address)
+        finally:
+            elapsed, peer = time.monotonic() - started, format_address(client_address)
+            access_log.info(_DATAGRAM, next(_numbers), peer, elapsed, len(data), sock.bytes_out)
+
+
+class _StopAtOnce:
+    """Request threads are daemons and server_close() does not wait for them."""
+
+    daemon_threads = True
+    block_on_close = False
+
+
+class TCPServeServer(_StopAtOnce, StreamAccessLog, ThreadingTCPServer):
+    # A restarted server must not wait for the old one's TIME_WAIT connections;
+    # a port that another process listens on stays refused.
+    allow_reuse_address = True
+
+
+class UDPServeServer(_StopAtOnce, DatagramAccessLog, ThreadingUDPServer):
+    # No SO_REUSEADDR: on UDP it would let two servers bind the same port.
+    allow_reuse_address = False
+
+
+@dataclass(frozen=True)
+class Transport:
+    """What ``--udp`` and ``--unix`` select: a server class and a handler variant."""
+
+    name: str
+    server_class: type[TCPServer]
+    datagram: bool
+
+
+_TRANSPORTS: dict[tuple[bool, bool], Transport] = {
+    (False, False): Transport("tcp", TCPServeServer, datagram=False),
+    (False, True): Transport("udp", UDPServeServer, datagram=True),
+}
+
+if hasattr(socket, "AF_UNIX"):
+    from portico.server.classes import ThreadingUnixDatagramServer, ThreadingUnixStreamServer
+
+    class UnixStreamServeServer(_StopAtOnce, StreamAccessLog, ThreadingUnixStreamServer):
+        pass
+
+    class UnixDatagramServeServer(_StopAtOnce, DatagramAccessLog, ThreadingUnixDatagramServer):
+        pass
+
+    _TRANSPORTS[True, False] = Transport("unix stream", UnixStreamServeServer, datagram=False)
+    _TRANSPORTS[True, True] = Transport("unix datagram", UnixDatagramServeServer, datagram=True)
+
+
+def transport_for(*, unix: bool, udp: bool) -> Transport:
+    try:
+        return _TRANSPORTS[unix, udp]
+    except KeyError:
+        raise ConfigurationError("Unix sockets are not available on this platform") from None
