@@ -1,8 +1,9 @@
 """Running ``python -m portico`` as a real subprocess, on loopback only.
 
 ``portico_serve(*args)`` starts ``portico serve`` with a ``--bind ...:0`` (or
-``--unix``) of the test's choosing, reads its stderr in a thread, and returns
-once every "serving on ADDRESS" line has arrived, with the addresses parsed.
+``--unix``) of the test's choosing, reads its stderr in a thread
+(``portico.testing.ServerProcess`` with ``drain``), and returns once every
+"serving on ADDRESS" line has arrived, with the addresses parsed.
 Nothing sleeps to synchronise: every wait reads log lines with a deadline.
 Every process started is killed (if still running) and waited for at teardown.
 """
@@ -10,20 +11,17 @@ Every process started is killed (if still running) and waited for at teardown.
 from __future__ import annotations
 
 import os
-import queue
-import re
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+import portico.testing
+from portico.testing import has_ipv6_loopback
 
 PORTICO = (sys.executable, "-m", "portico")
 DEADLINE = 5.0  # seconds for any one thing we wait for
@@ -48,83 +46,20 @@ def parse_address(text: str) -> Any:
     return host.strip("[]"), int(port)
 
 
-class ServerProcess:
-    """One ``portico serve`` subprocess and the lines of its stderr."""
+class ServerProcess(portico.testing.ServerProcess):
+    """One ``portico serve`` subprocess and the lines of its stderr, read in a thread."""
 
     def __init__(self, args: Sequence[str], env: dict[str, str], cwd: Path | None) -> None:
-        self.lines: list[str] = []
+        super().__init__([*PORTICO, "serve", *args], drain=True, env=env, cwd=cwd, timeout=DEADLINE)
         self.addresses: list[Any] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._eof = False
-        self.proc = subprocess.Popen(
-            [*PORTICO, "serve", *args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=env,
-            cwd=cwd,
-            encoding="utf-8",
-            errors="replace",
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
 
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
+    @property
+    def proc(self) -> subprocess.Popen[bytes]:
+        return self.popen
 
     @property
     def stderr(self) -> str:
-        return "\n".join(self.lines)
-
-    def _next_line(self, deadline: float) -> str | None:
-        """The next stderr line; None once the process has closed stderr."""
-        if self._eof:
-            return None
-        try:
-            line = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
-        except queue.Empty:
-            raise AssertionError(f"timed out; stderr so far:\n{self.stderr}") from None
-        if line is None:
-            self._eof = True
-        else:
-            self.lines.append(line)
-        return line
-
-    def wait_for(
-        self, pattern: str, count: int = 1, timeout: float = DEADLINE
-    ) -> list[re.Match[str]]:
-        """The first ``count`` stderr lines matching ``pattern``, waiting for them if need be."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        matches = [m for m in map(regex.search, self.lines) if m]
-        while len(matches) < count:
-            line = self._next_line(deadline)
-            if line is None:
-                code = self.proc.poll()
-                raise AssertionError(f"portico exited ({code}) before {pattern!r}:\n{self.stderr}")
-            if match := regex.search(line):
-                matches.append(match)
-        return matches[:count]
-
-    def stop(self, signum: int = signal.SIGTERM) -> int:
-        """Send ``signum``; return the exit code, with all of stderr read."""
-        self.proc.send_signal(signum)
-        code = self.proc.wait(DEADLINE)
-        deadline = time.monotonic() + DEADLINE
-        while self._next_line(deadline) is not None:
-            pass
-        return code
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(DEADLINE)
-        self._reader.join(DEADLINE)
-        assert self.proc.stderr is not None
-        self.proc.stderr.close()
+        return self.text
 
 
 StartServer = Callable[..., ServerProcess]
@@ -184,9 +119,6 @@ def short_tmp() -> Iterator[Path]:
 
 @pytest.fixture
 def ipv6_loopback() -> str:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
+    if not has_ipv6_loopback():
         pytest.skip("no IPv6 loopback on this machine")
     return "::1"

@@ -33,20 +33,11 @@ from typing import Any, ClassVar
 import pytest
 
 import portico
-from portico.testing import serving
+from portico.testing import has_ipv6_loopback, serving
 
 pytestmark = pytest.mark.timeout(10)
 
 TIMEOUT = 5.0  # for every client operation: no test waits longer on one
-
-
-def _ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 LOOPBACKS = [
@@ -54,7 +45,7 @@ LOOPBACKS = [
     pytest.param(
         "::1",
         id="ipv6",
-        marks=pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback"),
+        marks=pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback"),
     ),
 ]
 

@@ -12,7 +12,7 @@ werkzeug's own ``Running on`` line for run_simple); the tests read it with a
 deadline.  Each server must then stop cleanly: on Ctrl+C (SIGINT) when its
 main thread only accepts, through shutdown() when its stdin closes when the
 main thread also handles requests (a SIGINT could land inside one).
-Teardown terminates whatever is still running, by its Popen object.
+Teardown kills whatever is still running (``portico.testing.ServerProcess``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import logging
 import logging.handlers
 import os
 import re
-import selectors
 import shutil
 import signal
 import socket
@@ -41,6 +40,8 @@ from typing import Any
 
 import pytest
 
+from portico.testing import ServerProcess, has_ipv6_loopback
+
 pytestmark = pytest.mark.timeout(10)
 
 SERVERS = Path(__file__).parent / "interop_servers"
@@ -50,68 +51,18 @@ TIMEOUT = 5.0  # for each step: starting, one request, stopping
 PORT_LINE = re.compile(r"port (\d+)")
 
 
-def _ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-class ServerProcess:
-    """A server running in a subprocess, read line by line from its stdout with deadlines.
-
-    stderr goes to a file, shown in every failure message.
-    """
-
-    def __init__(self, args: list[str], stderr_path: Path, *, stdin: bool = False) -> None:
-        self.stderr_path = stderr_path
-        with stderr_path.open("wb") as stderr:
-            self.popen = subprocess.Popen(
-                args,
-                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-            )
-        assert self.popen.stdout is not None
-        self._stdout = self.popen.stdout
-        self._pending = b""
-
-    def read_line(self, timeout: float = TIMEOUT) -> str:
-        """The next line the server prints, without its newline."""
-        deadline = time.monotonic() + timeout
-        with selectors.DefaultSelector() as selector:
-            selector.register(self._stdout, selectors.EVENT_READ)
-            while b"\n" not in self._pending:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not selector.select(remaining):
-                    raise TimeoutError(self.explain(f"no line of output within {timeout} s"))
-                chunk = os.read(self._stdout.fileno(), 65536)
-                if not chunk:
-                    raise EOFError(self.explain("the server closed its output"))
-                self._pending += chunk
-        line, _, self._pending = self._pending.partition(b"\n")
-        return line.decode()
-
-    def read_until(self, pattern: re.Pattern[str], timeout: float = TIMEOUT) -> re.Match[str]:
-        """Read lines until one contains ``pattern``; at most ``timeout`` seconds in all."""
-        deadline = time.monotonic() + timeout
-        seen = []
-        while True:
-            line = self.read_line(max(deadline - time.monotonic(), 0.0))
-            match = pattern.search(line)
-            if match:
-                return match
-            seen.append(line)
-            if time.monotonic() > deadline:
-                raise TimeoutError(self.explain(f"{pattern.pattern!r} not among {seen}"))
+class ScriptServer(ServerProcess):
+    """A server script in a subprocess: its stdout read line by line, its stderr in a file."""
 
     def read_port(self) -> int:
         line = self.read_line()
-        match = PORT_LINE.fullmatch(line)
+        match = PORT_LINE.fullmatch(line or "")
         assert match, self.explain(f"expected 'port N', got {line!r}")
         return int(match[1])
+
+    def read_until(self, pattern: re.Pattern[str], timeout: float = TIMEOUT) -> re.Match[str]:
+        """Read lines until one contains ``pattern``; at most ``timeout`` seconds in all."""
+        return self.wait_for(pattern, timeout=timeout, since=len(self.lines))[0]
 
     def interrupt(self) -> int:
         """Ctrl+C: send SIGINT and wait for the exit status."""
@@ -123,55 +74,27 @@ class ServerProcess:
         self.popen.stdin.close()
         return self.wait()
 
-    def send(self, line: str) -> None:
-        assert self.popen.stdin is not None
-        self.popen.stdin.write(line.encode() + b"\n")
-        self.popen.stdin.flush()
 
-    def wait(self) -> int:
-        try:
-            return self.popen.wait(TIMEOUT)
-        except subprocess.TimeoutExpired:
-            raise TimeoutError(self.explain("the server did not exit")) from None
-
-    def stop(self) -> None:
-        """Teardown: terminate if still running, then kill if need be; always reap."""
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        for pipe in (self.popen.stdin, self.popen.stdout):
-            if pipe is not None:
-                pipe.close()
-
-    def explain(self, problem: str) -> str:
-        status = self.popen.poll()
-        state = "still running" if status is None else f"exit status {status}"
-        stderr = self.stderr_path.read_text(errors="replace")
-        return f"{problem} ({state}); stderr:\n{stderr}"
-
-
-Launch = Callable[..., ServerProcess]
+Launch = Callable[..., ScriptServer]
 
 
 @pytest.fixture
 def launch(tmp_path: Path) -> Iterator[Launch]:
     """Start ``as_socketserver.py ARGS...`` in a fresh interpreter; stopped at teardown."""
-    started: list[ServerProcess] = []
+    started: list[ScriptServer] = []
 
-    def start(*args: str, stdin: bool = False) -> ServerProcess:
+    def start(*args: str, stdin: bool = False) -> ScriptServer:
         stderr_path = tmp_path / f"server-{len(started)}.stderr"
         command = [sys.executable, "-u", str(LAUNCHER), *args]
-        process = ServerProcess(command, stderr_path, stdin=stdin)
+        process = ScriptServer(
+            command, stream="stdout", other_path=stderr_path, stdin=stdin, timeout=TIMEOUT
+        )
         started.append(process)
         return process
 
     yield start
     for process in started:
-        process.stop()
+        process.close()
 
 
 def script(name: str) -> str:
@@ -222,7 +145,7 @@ def test_http_server_threading_server_and_simple_handler(launch: Launch, site: P
             "::1",
             "[::1]",
             id="ipv6",
-            marks=pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback"),
+            marks=pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback"),
         ),
     ],
 )
@@ -307,7 +230,7 @@ def test_logging_config_listen_applies_a_config_sent_over_the_socket(
     port = server.read_port()
 
     send_logging_config(port, config)
-    server.send("configured over the socket")
+    server.send_line("configured over the socket")
     assert server.read_line() == "logged"
 
     assert server.close_stdin() == 0, server.explain("unclean exit")
@@ -340,12 +263,14 @@ def socket_logger() -> Iterator[Callable[[int], logging.Logger]]:
         handler.close()
 
 
-def read_records(server: ServerProcess, name: str, count: int) -> list[dict[str, Any]]:
+def read_records(server: ScriptServer, name: str, count: int) -> list[dict[str, Any]]:
     """The next ``count`` records of logger ``name`` that the receiver prints, as dicts."""
     deadline = time.monotonic() + TIMEOUT
     records: list[dict[str, Any]] = []
     while len(records) < count:
-        record = json.loads(server.read_line(max(deadline - time.monotonic(), 0.0)))
+        line = server.read_line(max(deadline - time.monotonic(), 0.0))
+        assert line is not None, server.explain("the receiver's output ended")
+        record = json.loads(line)
         if record["name"] == name:  # not, say, a record of portico's own
             records.append(record)
     return records

@@ -8,16 +8,15 @@ byte.  The threaded example runs to completion on its own.
 
 from __future__ import annotations
 
-import os
 import re
-import selectors
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from portico.testing import ServerProcess
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -27,60 +26,22 @@ TIMEOUT = 5.0  # for each step: starting, one exchange, stopping
 SERVING = re.compile(r"serving on 127\.0\.0\.1:(\d+)")
 
 
-class ExampleServer:
+class ExampleServer(ServerProcess):
     """An example server in a subprocess, its stdout read line by line with deadlines."""
 
     def __init__(self, script: str, stderr_path: Path) -> None:
-        self.stderr_path = stderr_path
-        with stderr_path.open("wb") as stderr:
-            self.popen = subprocess.Popen(
-                [sys.executable, str(EXAMPLES / script), "0"],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-            )
-        assert self.popen.stdout is not None
-        self._stdout = self.popen.stdout
-        self._pending = b""
-
-    def read_line(self, timeout: float = TIMEOUT) -> bytes:
-        """The next line the server prints, without its newline."""
-        deadline = time.monotonic() + timeout
-        with selectors.DefaultSelector() as selector:
-            selector.register(self._stdout, selectors.EVENT_READ)
-            while b"\n" not in self._pending:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not selector.select(remaining):
-                    raise TimeoutError(self.explain(f"no line of output within {timeout} s"))
-                chunk = os.read(self._stdout.fileno(), 65536)
-                if not chunk:
-                    raise EOFError(self.explain("the server closed its output"))
-                self._pending += chunk
-        line, _, self._pending = self._pending.partition(b"\n")
-        return line
+        super().__init__(
+            [sys.executable, str(EXAMPLES / script), "0"],
+            stream="stdout",
+            other_path=stderr_path,
+            timeout=TIMEOUT,
+        )
 
     def read_port(self) -> int:
-        line = self.read_line().decode()
-        match = SERVING.fullmatch(line)
+        line = self.read_line()
+        match = SERVING.fullmatch(line or "")
         assert match, self.explain(f"expected 'serving on 127.0.0.1:PORT', got {line!r}")
         return int(match[1])
-
-    def stop(self) -> None:
-        """Teardown: terminate if still running, then kill if need be; always reap."""
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        self._stdout.close()
-
-    def explain(self, problem: str) -> str:
-        status = self.popen.poll()
-        state = "still running" if status is None else f"exit status {status}"
-        stderr = self.stderr_path.read_text(errors="replace")
-        return f"{problem} ({state}); stderr:\n{stderr}"
 
 
 @pytest.fixture
@@ -94,7 +55,7 @@ def start_server(tmp_path: Path) -> Iterator[Callable[[str], ExampleServer]]:
 
     yield start
     for server in started:
-        server.stop()
+        server.close()
 
 
 def run_example(*args: str) -> subprocess.CompletedProcess[bytes]:
@@ -123,7 +84,7 @@ def test_server_and_client(
         client = run_example(str(EXAMPLES / client_script), "--port", str(port), *words)
         assert (client.returncode, client.stderr) == (0, b"")
         assert client.stdout == f"Sent:     {line}\nReceived: {line.upper()}\n".encode()
-        assert server.read_line() == f"127.0.0.1 wrote: {line.encode()!r}".encode()
+        assert server.read_line() == f"127.0.0.1 wrote: {line.encode()!r}"
 
 
 def test_threaded_example_runs_to_completion() -> None:

@@ -19,7 +19,7 @@ import pytest
 
 import portico
 from portico.net.listeners import open_listener, system_max_backlog
-from portico.testing import serving
+from portico.testing import has_ipv6_loopback, serving
 
 TIMEOUT = 10.0
 SS = shutil.which("ss")
@@ -69,17 +69,6 @@ def check_ss_measures_backlogs() -> None:
 @pytest.fixture(autouse=True)
 def _ss_works() -> None:
     check_ss_measures_backlogs()
-
-
-def has_ipv6_loopback() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 class SmallQueue(portico.TCPServer):

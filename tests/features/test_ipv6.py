@@ -13,20 +13,9 @@ from typing import Any
 import pytest
 
 import portico
-from portico.testing import serving
+from portico.testing import has_ipv6_loopback, serving
 
 TIMEOUT = 10.0
-
-
-def has_ipv6_loopback() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 pytestmark = pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback (::1)")

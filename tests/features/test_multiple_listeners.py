@@ -17,14 +17,12 @@ import pytest
 
 import portico
 from portico.errors import AddressInUseError
-from portico.testing import serving
+from portico.testing import has_ipv6_loopback, serving
 
 TIMEOUT = 10.0
 
 
 def can_bind(family: int, host: str) -> bool:
-    if family == socket.AF_INET6 and not socket.has_ipv6:
-        return False
     try:
         with socket.socket(family) as probe:
             probe.bind((host, 0))
@@ -33,7 +31,7 @@ def can_bind(family: int, host: str) -> bool:
     return True
 
 
-HAS_IPV6 = can_bind(socket.AF_INET6, "::1")
+HAS_IPV6 = has_ipv6_loopback()
 HAS_SECOND_LOOPBACK = can_bind(socket.AF_INET, "127.0.0.2")
 needs_ipv6 = pytest.mark.skipif(not HAS_IPV6, reason="no IPv6 loopback (::1)")
 needs_second_loopback = pytest.mark.skipif(

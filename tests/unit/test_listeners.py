@@ -28,6 +28,7 @@ from portico.net.listeners import (
     system_max_backlog,
     unix_path,
 )
+from portico.testing import has_ipv6_loopback
 
 SOMAXCONN_FILE = Path("/proc/sys/net/core/somaxconn")
 # TEST-NET-2 (RFC 5737): never an address of this machine, so bind() fails locally.
@@ -38,17 +39,6 @@ needs_fd_dir = pytest.mark.skipif(
     not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd to count descriptors"
 )
 needs_unix = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no Unix sockets")
-
-
-def has_ipv6_loopback() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 needs_ipv6 = pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback (::1)")

@@ -9,13 +9,16 @@ error the serving loop died with.
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["RunningServer", "serving"]
+from portico.testing.process import ServerProcess
+
+__all__ = ["RunningServer", "ServerProcess", "has_ipv6_loopback", "serving"]
 
 
 @dataclass
@@ -96,3 +99,15 @@ def _stop(running: RunningServer, timeout: float) -> None:
 
 def _first(errors: list[BaseException]) -> BaseException | None:
     return errors[0] if errors else None
+
+
+def has_ipv6_loopback() -> bool:
+    """Whether this machine can bind ``::1`` (containers often have no IPv6)."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
