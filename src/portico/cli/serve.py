@@ -29,7 +29,9 @@ from portico.cli.settings import (
     parse_bool,
     parse_log_level,
     parse_octal_mode,
+    parse_positive_int,
 )
+from portico.engines import DEFAULT_ENGINE, ENGINES, choose_engine, default_max_workers
 from portico.errors import ConfigurationError
 from portico.net.addresses import format_address, parse_host_port
 from portico.net.listeners import bind_errors_explained
@@ -46,6 +48,11 @@ def parse_unix_path(text: str) -> str:
     if not text or "\0" in text:
         raise ConfigurationError(f"{text!r} is not a usable socket path")
     return text
+
+
+def parse_engine(text: str) -> str:
+    """An engine name that can run here (``event`` and ``async`` cannot yet)."""
+    return choose_engine(text.strip()).name
 
 
 SETTINGS = (
@@ -94,6 +101,24 @@ SETTINGS = (
         help="permission bits of the --unix socket file, e.g. 660",
     ),
     Setting(
+        "engine",
+        parse_engine,
+        flag="--engine",
+        metavar="ENGINE",
+        default=DEFAULT_ENGINE,
+        env="PORTICO_ENGINE",
+        help=f"how requests run: {', '.join(ENGINES)} (see docs/engines.md)",
+    ),
+    Setting(
+        "max_workers",
+        parse_positive_int,
+        flag="--max-workers",
+        metavar="N",
+        env="PORTICO_MAX_WORKERS",
+        help=f"most requests the pool engine runs at once (default: 16 per CPU, at most 256; "
+        f"{default_max_workers()} here)",
+    ),
+    Setting(
         "log_level",
         parse_log_level,
         flag="--log-level",
@@ -115,6 +140,10 @@ class ServeConfig:
     unix: str | None
     unix_mode: int | None
     log_level: str
+    # Defaults only so that a config built by hand may leave them out; the
+    # command line's defaults are those of the settings above.
+    engine: str = DEFAULT_ENGINE
+    max_workers: int | None = None
 
     @classmethod
     def from_settings(cls, resolved: Resolved) -> ServeConfig:
@@ -123,6 +152,9 @@ class ServeConfig:
             raise ConfigurationError("--unix and --bind cannot be combined")
         if "unix_mode" in given and "unix" not in given:
             raise ConfigurationError("--unix-mode needs --unix")
+        engine = choose_engine(resolved.values["engine"])
+        if "max_workers" in given and not engine.bounded:
+            raise ConfigurationError(f"--max-workers needs --engine pool, not {engine.name}")
         _check_no_duplicates(resolved.values["bind"])
         return cls(**resolved.values)
 
@@ -147,6 +179,7 @@ def run(resolved: Resolved) -> int:
     server = open_server(transport, handler, config)
     try:
         log.info("handler %s over %s", config.handler, transport.name)
+        log_engine(server, config.engine)
         with stop_on_signals(server) as received:
             log_addresses(server)
             # shutdown() wakes the loop at once; the poll interval only bounds how
@@ -163,9 +196,12 @@ def open_server(
 ) -> TCPServer:
     """Build the server on the first address, then add the others; close it on failure."""
     first, *others = config.addresses
+    server_class = transport.server_class(config.engine)
     with bind_errors_explained(first):
-        server = transport.server_class(first, handler, bind_and_activate=False)
+        server = server_class(first, handler, bind_and_activate=False)
     server.unix_socket_mode = config.unix_mode
+    if config.max_workers is not None:
+        server.max_workers = config.max_workers  # type: ignore[attr-defined]
     try:
         with bind_errors_explained(first):
             server.server_bind()
@@ -177,6 +213,14 @@ def open_server(
         server.server_close()
         raise
     return server
+
+
+def log_engine(server: TCPServer, engine: str) -> None:
+    if choose_engine(engine).bounded:
+        bound = getattr(server, "max_workers", None) or default_max_workers()
+        log.info("engine %s: at most %d requests at once", engine, bound)
+    else:
+        log.info("engine %s", engine)
 
 
 def log_addresses(server: TCPServer) -> None:

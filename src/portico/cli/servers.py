@@ -1,4 +1,4 @@
-"""The servers behind ``portico serve``: portico's threading servers plus an access log.
+"""The servers behind ``portico serve``: a socket server, an engine and an access log.
 
 The access log (logger ``portico.access``, level INFO) has one line when a
 connection opens and one when it closes, with its duration and the bytes it
@@ -7,8 +7,10 @@ socket in ``get_request()``: a Python-level method call per ``recv``/``send``,
 next to the system call it wraps.  When the access log is off, nothing is
 wrapped, timed or formatted.
 
-Stopping closes at once: request threads are daemons that nobody waits for.
-(A graceful drain is a later addition.)
+The engine comes from :mod:`portico.engines` by name, composed over the
+access-logging server of the transport.  Stopping closes at once: request
+threads and pool workers are daemons that nobody waits for, and child
+processes are not waited for either.  (A graceful drain is a later addition.)
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from portico.engines import choose_engine
 from portico.errors import ConfigurationError
 from portico.net.addresses import format_address
-from portico.server.classes import ThreadingTCPServer, ThreadingUDPServer
 from portico.server.inet import TCPServer, UDPServer
 
 if TYPE_CHECKING:
@@ -151,13 +153,13 @@ class _StopAtOnce:
     block_on_close = False
 
 
-class TCPServeServer(_StopAtOnce, StreamAccessLog, ThreadingTCPServer):
+class TCPServeBase(StreamAccessLog):
     # A restarted server must not wait for the old one's TIME_WAIT connections;
     # a port that another process listens on stays refused.
     allow_reuse_address = True
 
 
-class UDPServeServer(_StopAtOnce, DatagramAccessLog, ThreadingUDPServer):
+class UDPServeBase(DatagramAccessLog):
     # No SO_REUSEADDR: on UDP it would let two servers bind the same port.
     allow_reuse_address = False
 
@@ -167,26 +169,38 @@ class Transport:
     """What ``--udp`` and ``--unix`` select: a server class and a handler variant."""
 
     name: str
-    server_class: type[TCPServer]
+    base: type[TCPServer]  # the access-logging socket server, before an engine is added
     datagram: bool
 
+    def server_class(self, engine: str) -> type[TCPServer]:
+        """The server class serving this transport on the engine called ``engine``."""
+        with_engine = choose_engine(engine).server_class(self.base)
+        found = _serve_classes.get(with_engine)
+        if found is None:
+            name = with_engine.__name__.replace("ServeBase", "ServeServer")
+            made = type(name, (_StopAtOnce, with_engine), {})
+            found = _serve_classes.setdefault(with_engine, made)
+        return found
+
+
+_serve_classes: dict[type, type[TCPServer]] = {}
 
 _TRANSPORTS: dict[tuple[bool, bool], Transport] = {
-    (False, False): Transport("tcp", TCPServeServer, datagram=False),
-    (False, True): Transport("udp", UDPServeServer, datagram=True),
+    (False, False): Transport("tcp", TCPServeBase, datagram=False),
+    (False, True): Transport("udp", UDPServeBase, datagram=True),
 }
 
 if hasattr(socket, "AF_UNIX"):
-    from portico.server.classes import ThreadingUnixDatagramServer, ThreadingUnixStreamServer
+    from portico.server.inet import UnixDatagramServer, UnixStreamServer
 
-    class UnixStreamServeServer(_StopAtOnce, StreamAccessLog, ThreadingUnixStreamServer):
+    class UnixStreamServeBase(StreamAccessLog, UnixStreamServer):
         pass
 
-    class UnixDatagramServeServer(_StopAtOnce, DatagramAccessLog, ThreadingUnixDatagramServer):
+    class UnixDatagramServeBase(DatagramAccessLog, UnixDatagramServer):
         pass
 
-    _TRANSPORTS[True, False] = Transport("unix stream", UnixStreamServeServer, datagram=False)
-    _TRANSPORTS[True, True] = Transport("unix datagram", UnixDatagramServeServer, datagram=True)
+    _TRANSPORTS[True, False] = Transport("unix stream", UnixStreamServeBase, datagram=False)
+    _TRANSPORTS[True, True] = Transport("unix datagram", UnixDatagramServeBase, datagram=True)
 
 
 def transport_for(*, unix: bool, udp: bool) -> Transport:

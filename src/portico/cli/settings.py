@@ -27,6 +27,7 @@ __all__ = [
     "parse_bool",
     "parse_log_level",
     "parse_octal_mode",
+    "parse_positive_int",
     "resolve",
 ]
 
@@ -176,6 +177,16 @@ def parse_octal_mode(text: str) -> int:
     if not 0 <= mode <= 0o7777:
         raise ConfigurationError(f"{text!r} is outside 0-7777")
     return mode
+
+
+def parse_positive_int(text: str) -> int:
+    try:
+        number = int(text.strip())
+    except ValueError:
+        raise ConfigurationError(f"{text!r} is not a whole number") from None
+    if number < 1:
+        raise ConfigurationError(f"{text!r} is not a positive number")
+    return number
 
 
 def parse_log_level(text: str) -> str:

@@ -11,6 +11,9 @@ The hooks, their order and their meaning are those of the standard library's
   pause accepting with exponential back-off instead of spinning; a broken
   listener stops ``serve_forever()`` with :class:`~portico.errors.ListenerError`.
 * ``handle_error()`` logs to the ``portico.error`` logger instead of printing.
+* an accept gate lets a bounded engine push back: after each request it hands
+  over, the serving loop asks ``_portico_can_accept()`` (always True here);
+  on False it stops accepting until the engine wakes it (see ``_AcceptLoop``).
 """
 
 from __future__ import annotations
@@ -246,6 +249,18 @@ class BaseServer:
         """What to select on for new requests: by default the server's own fileno()."""
         return [(self, None)]
 
+    def _portico_can_accept(self) -> bool:
+        """The accept gate: may serve_forever() take another request now?
+
+        Asked after each request the loop hands to process_request().  False
+        stops accepting: the listeners leave the selector, so connections wait
+        in the kernel backlog (datagrams in the socket buffer).  Whoever says
+        False must call ``self._portico_wakeup.set()`` once the answer turns
+        True; the loop then asks again and resumes.  A bounded engine
+        overrides this; by default the server always accepts.
+        """
+        return True
+
     def _portico_accept_failed(self, exc: OSError) -> None:
         backoff = self._portico_accept
         backoff.record(exc)
@@ -334,9 +349,17 @@ class BaseServer:
 class _AcceptLoop:
     """The part of serve_forever() that decides what to select on and when.
 
-    While accepting is paused by a capacity error, the listeners are taken
-    out of the selector (they stay readable, so selecting on them would
-    spin) and put back when the back-off delay has passed.
+    The listeners leave the selector for two reasons, and come back once
+    neither holds:
+
+    * accept back-off: a capacity error paused accepting.  The listeners stay
+      readable, so selecting on them would spin; they come back when the
+      back-off delay has passed.
+    * the accept gate: after each request handed over, the server's
+      ``_portico_can_accept()`` said False (a bounded engine is full).  The
+      engine wakes the loop through the wake-up descriptor when it frees up;
+      on every wake-up while gated, the loop asks again, and puts the
+      listeners back when the answer is True.
     """
 
     def __init__(
@@ -347,15 +370,23 @@ class _AcceptLoop:
         self.poll_interval = poll_interval
         self.sources = server._portico_sources()
         self.resume_at: float | None = None
+        self.gated = False
+        self.watching = False
         self._watch()
 
     def _watch(self) -> None:
+        if self.watching or self.gated or self.resume_at is not None:
+            return
         for fileobj, listener in self.sources:
             self.selector.register(fileobj, selectors.EVENT_READ, listener)
+        self.watching = True
 
     def _unwatch(self) -> None:
+        if not self.watching:
+            return
         for fileobj, _ in self.sources:
             self.selector.unregister(fileobj)
+        self.watching = False
 
     def wait_time(self) -> float | None:
         if self.resume_at is None:
@@ -371,11 +402,19 @@ class _AcceptLoop:
         server = self.server
         for key, _ in ready:
             if key.fileobj is wakeup:
+                # Drain first, then ask: a wake-up sent after the question stays pending.
                 wakeup.drain()
+                if self.gated and server._portico_can_accept():
+                    self.gated = False
+                    self._watch()
                 continue
             server._portico_ready = key.data
             server._handle_request_noblock()
             if server._portico_accept.paused and self.resume_at is None:
                 self.resume_at = time.monotonic() + server._portico_accept.delay
+                self._unwatch()
+                return
+            if not server._portico_can_accept():
+                self.gated = True
                 self._unwatch()
                 return

@@ -1,0 +1,63 @@
+"""Engines: how a server runs the requests it accepts, chosen by name.
+
+===========  ==========================================================
+``serial``   one request at a time, in the serving thread (``TCPServer``)
+``threads``  a new thread per request (``ThreadingMixIn``)
+``fork``     a new child process per request (``ForkingMixIn``)
+``pool``     a bounded pool of reused threads (:class:`PoolMixIn`);
+             accepting pauses while every worker is busy
+``event``    not yet available
+``async``    not yet available
+===========  ==========================================================
+
+``server_class("pool", portico.TCPServer)`` is ``PoolTCPServer``; any server
+class may serve as the base.  Each engine behind a mixin follows the
+:class:`Engine` protocol (submit, back-pressure, drain, close, statistics);
+the stdlib's ``ThreadingMixIn`` and ``ForkingMixIn`` keep their exact stdlib
+behaviour.  None of these names is in ``portico.__all__``, which stays the
+stdlib's.
+"""
+
+from __future__ import annotations
+
+from portico.engines.base import Engine, EngineStatistics
+from portico.engines.pool import (
+    PoolMixIn,
+    PoolStatistics,
+    PoolTCPServer,
+    PoolUDPServer,
+    WorkerPool,
+    default_max_workers,
+)
+from portico.engines.registry import (
+    DEFAULT_ENGINE,
+    ENGINES,
+    EngineSpec,
+    available_engines,
+    choose_engine,
+    server_class,
+)
+
+__all__ = [
+    "DEFAULT_ENGINE",
+    "ENGINES",
+    "Engine",
+    "EngineSpec",
+    "EngineStatistics",
+    "PoolMixIn",
+    "PoolStatistics",
+    "PoolTCPServer",
+    "PoolUDPServer",
+    "WorkerPool",
+    "available_engines",
+    "choose_engine",
+    "default_max_workers",
+    "server_class",
+]
+
+try:
+    from portico.engines.pool import PoolUnixDatagramServer, PoolUnixStreamServer
+except ImportError:  # no AF_UNIX on this platform
+    pass
+else:
+    __all__ += ["PoolUnixDatagramServer", "PoolUnixStreamServer"]

@@ -1,0 +1,60 @@
+"""The engine protocol: how a server hands a request over to be run.
+
+An engine runs the requests that the serving loop accepts.  It is small on
+purpose; a mixin adapts the server's hooks to it (``process_request`` calls
+:meth:`Engine.submit`, ``server_close`` calls :meth:`Engine.close`, the
+serving loop's accept gate calls :meth:`Engine.can_accept`), so the stdlib
+hooks keep their meaning whatever runs underneath.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = ["Engine", "EngineStatistics"]
+
+
+@dataclass(frozen=True)
+class EngineStatistics:
+    """A snapshot of an engine's counters; engines extend it with their own."""
+
+    engine: str  # the engine's name in the registry
+    in_flight: int  # submitted and not finished: running or waiting to run
+    completed: int  # finished, whether the handler succeeded or failed
+
+
+class Engine(Protocol):
+    """What every engine offers to the mixin that drives it."""
+
+    name: str
+
+    def submit(self, request: Any, client_address: Any) -> None:
+        """Run one request (at once, later, elsewhere); never blocks on the handler."""
+
+    def can_accept(self) -> bool:
+        """Back-pressure: may the server take another request now?
+
+        An engine that answers False promises to call the wake-up it was
+        given once the answer turns True, so the serving loop can sleep
+        until then instead of polling.
+        """
+
+    def drain(self, deadline: float | None = None) -> bool:
+        """Wait until every submitted request has finished, or ``deadline`` passes.
+
+        ``deadline`` is a ``time.monotonic()`` value (None: no limit).
+        Returns True if nothing is left in flight.  New requests may still be
+        submitted meanwhile; stop accepting first for a real drain.
+        """
+
+    def close(self, *, wait: bool = True) -> None:
+        """Refuse new requests and release the engine's resources.
+
+        Requests already submitted still run.  With ``wait`` (the servers
+        pass ``block_on_close``) return only once they have finished and
+        every thread or process the engine started is gone.  Idempotent.
+        """
+
+    def statistics(self) -> EngineStatistics:
+        """A consistent, immutable snapshot of the engine's counters."""
