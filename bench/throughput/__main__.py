@@ -1,0 +1,3 @@
+from bench.throughput.cli import main
+
+raise SystemExit(main())

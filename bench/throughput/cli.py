@@ -1,0 +1,229 @@
+"""``python -m bench.throughput``: run the matrix of servers and workloads, write the results.
+
+    python -m bench.throughput --quick                      # the whole matrix, a few minutes
+    python -m bench.throughput                              # 3 runs per cell, ~20 minutes
+    python -m bench.throughput --workloads pingpong udp --servers c-epoll portico stdlib-threads
+
+Results go to ``bench/throughput/results/{quick,full}.jsonl`` (``--out``; a run of
+part of the matrix goes to ``bench/.build/results/``), with a Markdown report and PNG
+plots next to them.  Exit status 1 when a
+cell failed (its reason is in the results), 2 on bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import os
+import shlex
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.throughput import report
+from bench.throughput.build import BUILD_DIR, BuildError, build
+from bench.throughput.machine import describe
+from bench.throughput.procs import pin_current_process, raise_nofile_limit
+from bench.throughput.results import FAILED, OK, CellResult, ResultsWriter
+from bench.throughput.runner import RunConfig, run_cell
+from bench.throughput.servers import SERVERS, ServerSpec, cli_has_engines, select_servers
+from bench.throughput.workloads import CELLS, FULL, QUICK, Cell, Timing, select_cells
+
+__all__ = ["main"]
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+SERVER_CPU, LOADGEN_CPU = 0, 1
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.throughput",
+        description="Throughput of servers side by side, under a C load generator.",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK.duration:g} s per cell, one run (default: "
+        f"{FULL.duration:g} s, {FULL.runs} runs)",
+    )
+    parser.add_argument(
+        "--workloads",
+        nargs="+",
+        metavar="NAME",
+        help="workloads (oneshot, pingpong, ...) or cells (pingpong-64x256)",
+    )
+    parser.add_argument(
+        "--servers",
+        nargs="+",
+        metavar="NAME",
+        help="servers (portico-threads, ...) or families (portico, stdlib, ...)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="results file (default: results/MODE.jsonl; bench/.build/results/MODE.jsonl "
+        "for part of the matrix)",
+    )
+    parser.add_argument("--duration", type=float, help="measured seconds per cell")
+    parser.add_argument("--warmup", type=float, help="warm-up seconds per cell")
+    parser.add_argument("--runs", type=int, help="runs per cell")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        metavar="SECONDS",
+        help="before each cell, wait at most this long for other processes' "
+        f"load to pass (default {FULL.quiet_wait:g}; 0: never wait)",
+    )
+    parser.add_argument(
+        "--logs",
+        type=Path,
+        default=BUILD_DIR / "logs",
+        help="directory for the servers' output (default: bench/.build/logs)",
+    )
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--list", action="store_true", help="list servers and cells, and exit")
+    return parser.parse_args(argv)
+
+
+def timing_from(args: argparse.Namespace) -> Timing:
+    timing = QUICK if args.quick else FULL
+    names = ("duration", "warmup", "runs", "quiet_wait")
+    overrides = {name: getattr(args, name) for name in names}
+    overrides = {name: value for name, value in overrides.items() if value is not None}
+    if overrides.get("runs", 1) < 1 or overrides.get("duration", 1) <= 0:
+        raise ValueError("--runs and --duration must be positive")
+    if overrides.get("warmup", 0) < 0:
+        raise ValueError("--warmup cannot be negative")
+    return dataclasses.replace(timing, **overrides)
+
+
+def default_out(timing: Timing, *, whole: bool) -> Path:
+    """results/MODE.jsonl for the whole matrix; a part of it goes to bench/.build/."""
+    return (RESULTS_DIR if whole else BUILD_DIR / "results") / f"{timing.name}.jsonl"
+
+
+def cpus() -> tuple[int | None, int | None]:
+    """Server and load generator CPUs; None (no pinning) without two CPUs to use."""
+    available = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+    if {SERVER_CPU, LOADGEN_CPU} <= available:
+        return SERVER_CPU, LOADGEN_CPU
+    print(
+        "bench.throughput: CPUs 0 and 1 are not both available: nothing is pinned", file=sys.stderr
+    )
+    return None, None
+
+
+def meta_record(
+    argv: Sequence[str] | None,
+    timing: Timing,
+    servers: list[ServerSpec],
+    cells: list[Cell],
+    config: RunConfig,
+) -> dict[str, Any]:
+    args = sys.argv[1:] if argv is None else list(argv)
+    return {
+        "command": shlex.join(["python", "-m", "bench.throughput", *args]),
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {**describe(), "portico_serve_engines": cli_has_engines()},
+        "timing": dataclasses.asdict(timing),
+        "server_cpu": config.server_cpu,
+        "loadgen_cpu": config.loadgen_cpu,
+        "servers": [{"name": s.name, "label": s.label, "family": s.family} for s in servers],
+        "cells": [{"name": c.name, "workload": c.workload, "label": c.label} for c in cells],
+    }
+
+
+@contextlib.contextmanager
+def pinned(cpu: int | None) -> Iterator[None]:
+    """Keep the harness on the load generator's CPU, away from the server's; then restore."""
+    if cpu is None or not hasattr(os, "sched_getaffinity"):
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    pin_current_process(cpu)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def list_matrix() -> None:
+    print("servers:")
+    for server in SERVERS:
+        why = server.unavailable()
+        print(f"  {server.name:26} {server.label}" + (f"  [unavailable: {why}]" if why else ""))
+    print("cells:")
+    for cell in CELLS:
+        print(f"  {cell.name:26} {cell.workload}: {cell.label}")
+
+
+def progress(index: int, total: int, result: CellResult, seconds: float) -> None:
+    where = f"[{index}/{total}] {result.cell} {result.server}"
+    if result.status == OK:
+        extra = f", {result.errors:,} errors" if result.errors else ""
+        idle = (
+            f", {result.idle_kib_per_conn:.2f} KiB/idle conn"
+            if result.idle_kib_per_conn is not None
+            else ""
+        )
+        text = f"{result.rps or 0:,.0f} req/s, p99 {result.p99_us or 0:,.0f} µs{extra}{idle}"
+    else:
+        text = f"{result.status}: {result.reason.splitlines()[0] if result.reason else ''}"
+    print(f"{where}: {text} ({seconds:.1f} s)", file=sys.stderr, flush=True)
+
+
+def run_matrix(
+    servers: list[ServerSpec], cells: list[Cell], config: RunConfig, writer: ResultsWriter
+) -> int:
+    """Every run of every cell on every server, runs outermost; returns the failures."""
+    timing = config.timing
+    total = timing.runs * len(cells) * len(servers)
+    index = failures = 0
+    budget = timing.quiet_budget  # the waits for a quiet machine, over the whole run
+    for run in range(1, timing.runs + 1):
+        for cell in cells:
+            for server in servers:
+                index += 1
+                started = time.monotonic()
+                result = run_cell(server, cell, config, run, min(timing.quiet_wait, budget))
+                budget = max(0.0, budget - (result.quiet_wait_s or 0.0))
+                if result.status == OK or run == 1:  # n/a is said once
+                    writer.write(result)
+                failures += result.status == FAILED
+                progress(index, total, result, time.monotonic() - started)
+    return failures
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.list:
+        list_matrix()
+        return 0
+    try:
+        timing = timing_from(args)
+        cells = select_cells(args.workloads)
+        servers = select_servers(args.servers)
+        loadgen = build("loadgen")
+    except (ValueError, BuildError) as exc:
+        print(f"bench.throughput: {exc}", file=sys.stderr)
+        return 2
+    out = args.out or default_out(timing, whole=not (args.workloads or args.servers))
+    raise_nofile_limit()
+    server_cpu, loadgen_cpu = cpus()
+    config = RunConfig(timing, loadgen, server_cpu, loadgen_cpu, args.logs)
+    meta = meta_record(argv, timing, servers, cells, config)
+    with pinned(loadgen_cpu), ResultsWriter(out, meta) as writer:
+        failures = run_matrix(servers, cells, config, writer)
+    written = report.write_report(out, plots=None if args.no_plots else out.parent)
+    for path in [out, *written]:
+        print(path)
+    if failures:
+        print(
+            f"bench.throughput: {failures} cell(s) failed; server logs in {config.log_dir}",
+            file=sys.stderr,
+        )
+    return 1 if failures else 0

@@ -1,0 +1,522 @@
+"""Markdown tables, key ratios and PNG plots from a results file.
+
+``python -m bench.throughput.report RESULTS.jsonl [--markdown OUT.md] [--plots DIR]``
+regenerates them; ``python -m bench.throughput`` calls this after a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.throughput.results import FAILED, NOT_APPLICABLE, OK, Summary, read_results, summarize
+from bench.throughput.servers import SERVERS
+from bench.throughput.targets import Figures, target_rows
+from bench.throughput.workloads import CELLS
+
+__all__ = ["Layout", "main", "render_markdown", "write_plots", "write_report"]
+
+REFERENCE = "c-epoll"
+PLOT_COLUMNS = 3
+
+NOTES = (
+    "Memory per idle connection is (server RSS with the idle connections - RSS before) / "
+    "connections held, read from /proc/PID/status; it leaves out the kernel's socket buffers.",
+    "Peak RSS is the server's VmHWM; for forking servers, the highest sum of PSS over the "
+    "server and its children, sampled every 0.25 s (short-lived children may be missed). "
+    "A forking server's CPU includes its children's.",
+    "Serial servers serve one connection at a time and forking ones 40 (ForkingMixIn."
+    "max_children): cells needing more simultaneous connections are n/a.",
+    '"Unfinished" requests were still in flight when the drain after the measured window '
+    "ended (2 s); they are not errors. With 64 one-shot connections in flight they are "
+    "connections whose SYN a full listen backlog (the stdlib's is 5) dropped, waiting for "
+    "the retransmission (1 s, then 3 s).",
+    "The C reference server polls epoll for 200 µs before it sleeps, so its CPU use reads "
+    "near 100% whenever it has load.",
+    "portico's engines run as `portico serve --engine NAME --log-level WARNING` (the built-in "
+    "upper handler, no access log); the pool with --max-workers 32 (its default for 2 CPUs), "
+    "so it serves 32 connections at a time. Engines portico cannot run yet are n/a.",
+)
+NOISY_CPU = 0.25  # other processes' CPU (in CPUs) above which a cell is flagged
+Summaries = Mapping[tuple[str, str], Summary]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which servers and cells a report shows, in order, with their labels."""
+
+    servers: dict[str, str]  # name -> label
+    cells: dict[str, tuple[str, str]]  # name -> (workload, label)
+
+    @classmethod
+    def of(cls, meta: Mapping[str, Any], summaries: Summaries) -> Layout:
+        """The run's own order (its meta record), then the registry, then what the results hold."""
+        servers = {s["name"]: s["label"] for s in meta.get("servers", [])}
+        cells = {c["name"]: (c["workload"], c["label"]) for c in meta.get("cells", [])}
+        known_servers = {s.name: s.label for s in SERVERS}
+        known_cells = {c.name: (c.workload, c.label) for c in CELLS}
+        for server, cell in summaries:
+            servers.setdefault(server, known_servers.get(server, server))
+            workload = summaries[server, cell].workload
+            cells.setdefault(cell, known_cells.get(cell, (workload, cell)))
+        return cls(servers, cells)
+
+    def workloads(self) -> list[str]:
+        return list(dict.fromkeys(workload for workload, _ in self.cells.values()))
+
+    def cells_of(self, workload: str) -> list[str]:
+        return [name for name, (w, _) in self.cells.items() if w == workload]
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def number(value: float | None) -> str:
+    return "" if value is None else f"{value:,.0f}"
+
+
+def micros(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def mib(kib: float | None) -> str:
+    return "" if kib is None else f"{kib / 1024:,.1f}"
+
+
+def kib_text(kib: float) -> str:
+    return f"{kib:.2f}" if abs(kib) < 1 else f"{kib:.1f}"
+
+
+def percent(fraction: float | None) -> str:
+    return "" if fraction is None else f"{100 * fraction:.0f}%"
+
+
+def ratio(mine: float | None, theirs: float | None) -> str:
+    return "" if mine is None or not theirs else f"{mine / theirs:.2f}x"
+
+
+def errors_text(summary: Summary) -> str:
+    """Errors by kind; and requests still unanswered when the drain ended (not errors)."""
+    text = "0"
+    if summary.errors:
+        kinds = sorted(summary.error_kinds.items())
+        text = f"**{summary.errors:,}** ({', '.join(f'{kind} {n:,}' for kind, n in kinds)})"
+    if summary.abandoned:
+        text += f"; {summary.abandoned:,} unfinished"
+    return text
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in rows]
+    return lines
+
+
+def status_text(summary: Summary | None) -> str:
+    """What stands in for a figure: n/a or failed, with the reason's first line."""
+    if summary is None:
+        return ""
+    reason = summary.reason.splitlines()[0] if summary.reason else ""
+    if summary.status == NOT_APPLICABLE:
+        return f"n/a ({reason})" if reason else "n/a"
+    if summary.status == FAILED:
+        return f"failed: {reason}"
+    return ""
+
+
+# ---------------------------------------------------------------- sections
+
+
+def _header(meta: Mapping[str, Any]) -> list[str]:
+    machine = meta.get("machine", {})
+    timing = meta.get("timing", {})
+    lines = ["# Throughput: servers side by side", ""]
+    if meta.get("command"):
+        lines.append(f"- command: `{meta['command']}`")
+    if machine:
+        lines.append(
+            f"- machine: {machine.get('cpu', '?')}, {machine.get('cpus', '?')} CPUs, "
+            f"{machine.get('system', '?')}, Python {machine.get('python', '?')}, "
+            f"{machine.get('compiler', '?')}; run {meta.get('started', '?')}"
+        )
+    if timing:
+        lines.append(
+            f"- timing ({timing.get('name')}): {timing.get('duration')} s measured after "
+            f"{timing.get('warmup')} s of warm-up per cell, {timing.get('runs')} run(s) per "
+            f"cell (figures are medians; errors are summed); bulk bounded at "
+            f"{timing.get('bulk_cap')} s"
+        )
+    lines.append(
+        f"- each cell: a fresh server pinned to CPU {meta.get('server_cpu', '?')}, the C load "
+        f"generator pinned to CPU {meta.get('loadgen_cpu', '?')}; 64-byte lines answered "
+        "upper-cased, every reply checked byte for byte"
+    )
+    return [*lines, ""]
+
+
+SUMMARY_COLUMNS: tuple[
+    tuple[str, str, Callable[[Summary], float | None], Callable[..., str]], ...
+] = (
+    ("oneshot, 16 in flight (conn/s)", "oneshot-16", lambda s: s.rps, number),
+    ("pingpong 64 B, 256 conns (req/s)", "pingpong-64x256", lambda s: s.rps, number),
+    ("1,024 conns (req/s)", "pingpong-64x1024", lambda s: s.rps, number),
+    (
+        "memory per idle conn (10k idle)",
+        "idle-10k",
+        lambda s: s.idle_kib_per_conn,
+        lambda v: "" if v is None else f"{kib_text(v)} KiB",
+    ),
+    ("UDP datagrams/s", "udp-64x16", lambda s: s.rps, number),
+    ("16 KiB pingpong, 16 conns (req/s)", "pingpong-16kx16", lambda s: s.rps, number),
+    ("bulk (MiB/s)", "bulk-256m", lambda s: s.mib_s, number),
+)
+
+
+def _summary_section(layout: Layout, summaries: Summaries) -> list[str]:
+    columns = [c for c in SUMMARY_COLUMNS if c[1] in layout.cells]
+    rows = []
+    for server, label in layout.servers.items():
+        row = [label]
+        for _, cell, pick, fmt in columns:
+            summary = summaries.get((server, cell))
+            measured = summary is not None and summary.status == OK
+            row.append(fmt(pick(summary)) if measured else ("n/a" if summary else ""))  # type: ignore[arg-type]
+        rows.append(row)
+    return ["## Summary", "", *table(["server", *(c[0] for c in columns)], rows), ""]
+
+
+def _targets_section(summaries: Summaries) -> list[str]:
+    rows = [(row.target, row.figure, row.verdict) for row in target_rows(summaries)]
+    intro = "Issue 3's targets on this run's medians (engines not built yet: not measured)."
+    return ["## Targets", "", intro, "", *table(["target", "figure", "verdict"], rows), ""]
+
+
+FASTEST, CEILING, SLOWER = "C fastest", "tie at the load generator's ceiling", "**C slower**"
+SATURATED = 0.9  # load generator CPU from which it, not the server, may set the pace
+TIE = 0.95  # C within this fraction of the fastest counts as a tie at the ceiling
+
+
+def headroom_verdict(reference: Summary, best: Summary) -> str:
+    """C fastest; or a tie where the load generator was saturated by both; or C slower."""
+    if best.server == reference.server or (best.rps or 0) <= (reference.rps or 0):
+        return FASTEST
+    saturated = min(reference.loadgen_cpu or 0, best.loadgen_cpu or 0) >= SATURATED
+    close = (reference.rps or 0) >= TIE * (best.rps or 0)
+    return CEILING if saturated and close else SLOWER
+
+
+def _headroom_section(layout: Layout, summaries: Summaries) -> list[str]:
+    """Is the load generator the bottleneck?  The C server must come out fastest."""
+    figures = Figures(summaries)
+    rows, verdicts = [], []
+    for cell, (_, label) in layout.cells.items():
+        reference = figures.get(REFERENCE, cell)
+        others = [s for s in layout.servers if s != REFERENCE and figures.get(s, cell)]
+        runner_up = figures.best(others, cell)
+        if reference is None or runner_up is None:
+            continue
+        best = figures.get(runner_up[0], cell)
+        assert best is not None
+        verdict = headroom_verdict(reference, best)
+        verdicts.append((cell, verdict))
+        rows.append(
+            [
+                f"{cell} ({label})",
+                number(reference.rps),
+                f"{layout.servers[best.server]} {number(best.rps)}",
+                ratio(reference.rps, best.rps),
+                percent(reference.loadgen_cpu),
+                percent(best.loadgen_cpu),
+                verdict,
+            ]
+        )
+    header = [
+        "cell",
+        "C req/s",
+        "fastest other",
+        "C ÷ it",
+        "loadgen CPU with C",
+        "loadgen CPU with it",
+        "verdict",
+    ]
+    intro = (
+        "The load generator is one epoll thread on its own CPU. If it were the bottleneck, a "
+        "faster server could not show it: the C reference server coming out fastest shows "
+        "that the figures measure the servers. Load generator CPU is its CPU time over the "
+        "measured window; under 100% it was waiting for the server. On loopback the "
+        "connecting CPU also runs the server's half of each TCP handshake, so short "
+        "connections (`oneshot`) cost the load generator more than the server: there the "
+        f"fastest servers meet its ceiling, and a server within {100 * (1 - TIE):.0f}% of "
+        f"C with the load generator at {100 * SATURATED:.0f}% CPU or more in both cells is "
+        "a tie at that ceiling, not a faster server."
+    )
+    return [
+        "## Load generator headroom",
+        "",
+        intro,
+        "",
+        _headroom_summary(verdicts),
+        "",
+        *table(header, rows),
+        "",
+    ]
+
+
+def _headroom_summary(verdicts: list[tuple[str, str]]) -> str:
+    slower = [cell for cell, verdict in verdicts if verdict == SLOWER]
+    ties = [cell for cell, verdict in verdicts if verdict == CEILING]
+    if slower:
+        return f"**The C reference server is slower than another server in: {', '.join(slower)}.**"
+    text = "The C reference server is the fastest in every cell measured"
+    if ties:
+        text += f", or ties at the load generator's ceiling ({', '.join(ties)})"
+    return text + "."
+
+
+def _ratio_section(layout: Layout, summaries: Summaries) -> list[str]:
+    figures = Figures(summaries)
+    pairs = [
+        ("portico-serial", "stdlib-serial"),
+        ("portico-threads", "stdlib-threads"),
+        ("portico-fork", "stdlib-fork"),
+    ]
+    pairs = [p for p in pairs if p[0] in layout.servers and p[1] in layout.servers]
+    header = [
+        "cell",
+        *(f"{a} ÷ {b}" for a, b in pairs),
+        "best portico ÷ best Python peer",
+        "best Python peer ÷ C",
+    ]
+    rows = []
+    for cell in layout.cells:
+        best_portico = figures.best(figures.portico, cell)
+        best_peer = figures.best(figures.python_peers, cell)
+        row = [cell, *(ratio(figures.rps(a, cell), figures.rps(b, cell)) for a, b in pairs)]
+        row.append(
+            ratio(best_portico[1] if best_portico else None, best_peer[1] if best_peer else None)
+        )
+        row.append(ratio(best_peer[1] if best_peer else None, figures.rps(REFERENCE, cell)))
+        rows.append(row)
+    return ["## Key ratios (requests/s)", "", *table(header, rows), ""]
+
+
+def _noise_section(layout: Layout, summaries: Summaries) -> list[str]:
+    """The cells during which other processes kept the machine busy: their figures are low."""
+    noisy = [
+        f"{summary.cell} on {layout.servers.get(summary.server, summary.server)} "
+        f"({percent(summary.other_cpu)})"
+        for summary in summaries.values()
+        if summary.other_cpu is not None and summary.other_cpu > NOISY_CPU
+    ]
+    if not noisy:
+        return []
+    intro = (
+        f"Other processes used more than {percent(NOISY_CPU)} of a CPU during these cells "
+        "(median over runs), so their figures are likely low:"
+    )
+    return ["## Noise", "", intro, "", *(f"- {line}" for line in noisy), ""]
+
+
+def _cell_section(cell: str, label: str, layout: Layout, summaries: Summaries) -> list[str]:
+    reference = summaries.get((REFERENCE, cell))
+    reference_rps = reference.rps if reference and reference.status == OK else None
+    idle = cell.startswith("idle")
+    header = [
+        "server",
+        "req/s",
+        "÷ C",
+        "p50 µs",
+        "p99 µs",
+        "errors",
+        "peak RSS MiB",
+        "CPU server / loadgen / other",
+    ]
+    if idle:
+        header += ["idle held (start / end)", "KiB per idle conn"]
+    if cell.startswith("bulk"):
+        header.insert(2, "MiB/s")
+    rows = []
+    for server, server_label in layout.servers.items():
+        summary = summaries.get((server, cell))
+        if summary is None:
+            continue
+        if summary.status != OK:
+            rows.append([server_label, status_text(summary)] + [""] * (len(header) - 2))
+            continue
+        row = [
+            server_label,
+            number(summary.rps),
+            ratio(summary.rps, reference_rps),
+            micros(summary.p50_us),
+            micros(summary.p99_us),
+            errors_text(summary),
+            mib(summary.rss_peak_kib),
+            " / ".join(map(percent, (summary.server_cpu, summary.loadgen_cpu, summary.other_cpu))),
+        ]
+        if idle:
+            row += [
+                f"{number(summary.idle_established)} / {number(summary.idle_held)}",
+                "" if summary.idle_kib_per_conn is None else kib_text(summary.idle_kib_per_conn),
+            ]
+        if cell.startswith("bulk"):
+            row.insert(2, number(summary.mib_s))
+        rows.append(row)
+    return [f"### {cell}: {label}", "", *table(header, rows), ""]
+
+
+def render_markdown(meta: Mapping[str, Any], summaries: Summaries) -> str:
+    layout = Layout.of(meta, summaries)
+    lines = _header(meta)
+    lines += _summary_section(layout, summaries)
+    lines += _headroom_section(layout, summaries)
+    lines += _ratio_section(layout, summaries)
+    lines += _targets_section(summaries)
+    lines += _noise_section(layout, summaries)
+    lines += ["## Every cell", ""]
+    for cell, (_, label) in layout.cells.items():
+        lines += _cell_section(cell, label, layout, summaries)
+    lines += ["## Notes", "", *(f"- {note}" for note in NOTES), ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- plots
+
+
+def write_plots(
+    meta: Mapping[str, Any], summaries: Summaries, directory: Path, stem: str
+) -> list[Path]:
+    """One PNG per workload: a bar per server in each of its cells.  Needs matplotlib."""
+    import matplotlib  # noqa: PLC0415 (optional extra)
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    layout = Layout.of(meta, summaries)
+    written = []
+    for workload in layout.workloads():
+        panels = _panels(workload, layout, summaries)
+        if not panels:
+            continue
+        columns = min(PLOT_COLUMNS, len(panels))
+        rows = -(-len(panels) // columns)
+        height = 0.28 * len(layout.servers) + 1.2
+        figure, axes = plt.subplots(
+            rows, columns, figsize=(5.0 * columns, height * rows), squeeze=False
+        )
+        flat = [axis for row in axes for axis in row]
+        for axis, (title, unit, bars) in zip(flat, panels, strict=False):
+            _bar_panel(axis, title, unit, bars)
+        for axis in flat[len(panels) :]:
+            axis.set_visible(False)
+        figure.suptitle(f"{workload} (higher is better, except memory; C reference in grey)")
+        figure.tight_layout()
+        path = directory / f"{stem}-{workload}.png"
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        written.append(path)
+    return written
+
+
+Bars = list[tuple[str, float, bool]]  # server name, value, is the reference
+
+
+def _panels(workload: str, layout: Layout, summaries: Summaries) -> list[tuple[str, str, Bars]]:
+    panels = []
+    for cell in layout.cells_of(workload):
+        label = layout.cells[cell][1]
+        panels.append(
+            (
+                label,
+                "MiB/s" if workload == "bulk" else "requests/s",
+                _bars(cell, layout, summaries, "mib_s" if workload == "bulk" else "rps"),
+            )
+        )
+        if workload == "idle":
+            panels.append(
+                (
+                    "memory per idle connection",
+                    "KiB",
+                    _bars(cell, layout, summaries, "idle_kib_per_conn"),
+                )
+            )
+    return [panel for panel in panels if panel[2]]
+
+
+def _bars(cell: str, layout: Layout, summaries: Summaries, field: str) -> Bars:
+    bars = []
+    for server in layout.servers:
+        summary = summaries.get((server, cell))
+        value = getattr(summary, field) if summary and summary.status == OK else None
+        if value is not None:
+            bars.append((server, float(value), server == REFERENCE))
+    return bars
+
+
+def _thousands(value: float, _position: object) -> str:
+    return f"{value / 1000:g}k" if value >= 1000 else f"{value:g}"
+
+
+def _bar_panel(axis: Any, title: str, unit: str, bars: Bars) -> None:
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415 (optional extra)
+
+    labels = [label for label, _, _ in bars]
+    values = [value for _, value, _ in bars]
+    colors = ["#555555" if ref else "#4878b0" for _, _, ref in bars]
+    positions = range(len(bars))
+    axis.barh(positions, values, color=colors)
+    axis.set_yticks(list(positions), labels, fontsize=8)
+    axis.invert_yaxis()
+    axis.set_title(title, fontsize=10)
+    axis.set_xlabel(unit, fontsize=9)
+    axis.tick_params(axis="x", labelsize=8)
+    axis.xaxis.set_major_formatter(_thousands)
+    axis.xaxis.set_major_locator(MaxNLocator(4))
+    for position, value in zip(positions, values, strict=True):
+        axis.text(
+            value,
+            position,
+            f" {value:,.0f}" if value >= 100 else f" {kib_text(value)}",
+            va="center",
+            fontsize=7,
+        )
+    axis.margins(x=0.25)
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def write_report(
+    results: Path, markdown: Path | None = None, plots: Path | None = None
+) -> list[Path]:
+    """Write the Markdown (and the plots, if a directory is given); returns the files written."""
+    meta, records = read_results(results)
+    summaries = summarize(records)
+    markdown = markdown or results.with_suffix(".md")
+    markdown.write_text(render_markdown(meta, summaries), encoding="utf-8")
+    written = [markdown]
+    if plots is not None:
+        try:
+            written += write_plots(meta, summaries, plots, results.stem)
+        except ImportError:
+            print("bench.throughput: no matplotlib (pip install -e '.[bench]'): no plots")
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.throughput.report", description=__doc__)
+    parser.add_argument("results", type=Path, help="a results .jsonl file")
+    parser.add_argument("--markdown", type=Path, help="default: the results file with .md")
+    parser.add_argument("--plots", type=Path, help="directory for the PNG plots (none if unset)")
+    args = parser.parse_args(argv)
+    for path in write_report(args.results, args.markdown, args.plots):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
