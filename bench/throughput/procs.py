@@ -212,13 +212,22 @@ def descendants(pid: int) -> list[int]:
     found: list[int] = []
     pending = [pid]
     while pending:
-        parent = pending.pop()
-        for children in Path(f"/proc/{parent}/task").glob("*/children"):
-            with contextlib.suppress(OSError, ValueError):
-                kids = [int(kid) for kid in children.read_text().split()]
-                found += kids
-                pending += kids
+        kids = _children(pending.pop())
+        found += kids
+        pending += kids
     return found
+
+
+def _children(pid: int) -> list[int]:
+    """The children of ``pid``; none if it is gone (processes come and go as we read)."""
+    kids: list[int] = []
+    try:
+        for children in Path(f"/proc/{pid}/task").glob("*/children"):
+            with contextlib.suppress(OSError, ValueError):
+                kids += [int(kid) for kid in children.read_text().split()]
+    except OSError:
+        pass
+    return kids
 
 
 def _status_kib(pid: int, field: str) -> int | None:

@@ -1,12 +1,14 @@
-"""The load generator's command line and the parsing of its result (no sockets)."""
+"""The load generator's command line, the parsing of its result, and /proc helpers."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 from bench.throughput.loadgen import LoadgenFailed, LoadSpec, parse_result
+from bench.throughput.procs import descendants
 from bench.throughput.results import idle_kib_per_conn, other_cpu
 
 pytestmark = pytest.mark.timeout(10)
@@ -87,3 +89,9 @@ def test_memory_per_idle_connection() -> None:
 def test_other_processes_cpu() -> None:
     assert other_cpu(parse_result(json.dumps(RESULT))) == pytest.approx(0.2)
     assert other_cpu(parse_result(json.dumps({**RESULT, "machine_cpu": -1.0}))) is None
+
+
+def test_descendants_of_a_vanished_process_are_none() -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    assert descendants(gone.pid) == []
