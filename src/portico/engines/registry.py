@@ -32,6 +32,23 @@ __all__ = [
 
 _Server = TypeVar("_Server", bound=BaseServer)
 
+EventMixIn: type | None
+try:
+    from portico.engines import event
+    from portico.engines.event import EventMixIn
+except ImportError as exc:
+    # Only a missing optional dependency makes the engine unavailable; other errors are bugs.
+    if exc.name not in ("greenlet", "select"):
+        raise
+    event, EventMixIn = None, None  # type: ignore[assignment]
+    _EVENT_UNAVAILABLE = (
+        "not available: it needs greenlet (pip install 'portico[fast]')"
+        if exc.name == "greenlet"
+        else "not available: it needs epoll (Linux)"
+    )
+else:
+    _EVENT_UNAVAILABLE = ""
+
 DEFAULT_ENGINE = "threads"
 
 
@@ -85,7 +102,9 @@ ENGINES: Mapping[str, EngineSpec] = {
         EngineSpec(
             "event",
             "blocking-style handlers as tasks on one event loop",
-            unavailable="not yet available",
+            EventMixIn,
+            "Event",
+            unavailable=_EVENT_UNAVAILABLE,
         ),
         EngineSpec("async", "async def handle() on asyncio", unavailable="not yet available"),
     )
@@ -124,6 +143,8 @@ def _ready_made() -> dict[tuple[type, ...], type]:
     """The ready-made classes by their bases, so that composing finds them, not copies."""
     found = [getattr(classes, name) for name in classes.__all__]
     found += [getattr(pool, name) for name in pool.__all__ if name.endswith("Server")]
+    if event is not None:
+        found += [getattr(event, name) for name in event.__all__ if name.endswith("Server")]
     return {cls.__bases__: cls for cls in found}
 
 

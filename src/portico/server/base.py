@@ -150,7 +150,7 @@ class BaseServer:
         wakeup = Wakeup()
         self._portico_wakeup = wakeup
         try:
-            with signals_wake(wakeup), _ServerSelector() as selector:
+            with signals_wake(wakeup), self._portico_new_selector() as selector:
                 selector.register(wakeup, selectors.EVENT_READ)
                 loop = _AcceptLoop(self, selector, poll_interval)
                 self._portico_serving.set()
@@ -163,6 +163,15 @@ class BaseServer:
         finally:
             self._portico_wakeup = None
             wakeup.close()
+
+    def _portico_new_selector(self) -> selectors.BaseSelector:
+        """The selector that serve_forever() waits on.
+
+        An engine that runs its own event loop in the serving thread returns
+        one whose ``select()`` also runs that loop's work (see
+        :mod:`portico.engines.event`); the serving loop stays the same.
+        """
+        return _ServerSelector()
 
     def shutdown(self) -> None:
         """Stop the serve_forever loop and wait until it has stopped.

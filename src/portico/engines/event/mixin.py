@@ -1,0 +1,112 @@
+"""EventMixIn and the ready-made ``Event*Server`` classes."""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import threading
+from typing import TYPE_CHECKING, Any
+
+from portico.engines.event.engine import EventEngine, EventStatistics
+from portico.server.inet import TCPServer, UDPServer
+
+__all__ = ["EventMixIn", "EventTCPServer", "EventUDPServer"]
+
+if TYPE_CHECKING:
+    from portico.server.base import BaseServer
+
+    _ServerBase = BaseServer
+else:
+    _ServerBase = object
+
+_engine_creation = threading.Lock()
+
+
+class EventMixIn(_ServerBase):
+    """Mix-in class to run each request as a task on an event loop in the serving thread.
+
+    Handlers are ordinary blocking-style handlers: their socket calls
+    (``self.request``, ``rfile``, ``wfile``) park the task instead of the
+    thread, so one thread holds many thousands of connections.  Call blocking
+    code that is not a socket of the request through
+    :func:`~portico.engines.event.run_in_thread`.
+
+    ``block_on_close`` means what it means for ``ThreadingMixIn``: after
+    ``shutdown()`` the serving thread goes on running the requests in flight,
+    and ``server_close()`` waits for them; when false, ``server_close()`` ends
+    them (each handler sees GreenletExit where it waits, and its cleanup runs).
+    ``loop_block_warning`` (seconds; None: off) is how long a handler may keep
+    the loop to itself before a warning is logged.
+    """
+
+    block_on_close = True
+    loop_block_warning: float | None = 0.1
+
+    _portico_event: EventEngine | None = None
+
+    @property
+    def event_engine(self) -> EventEngine:
+        """The engine (created on first use)."""
+        engine = self._portico_event
+        if engine is None:
+            with _engine_creation:
+                engine = self._portico_event
+                if engine is None:
+                    engine = self._portico_event = EventEngine(
+                        self.process_request_task, block_warning=self.loop_block_warning
+                    )
+        return engine
+
+    def statistics(self) -> EventStatistics:
+        """A snapshot of the engine's counters."""
+        return self.event_engine.statistics()
+
+    def process_request_task(self, request: Any, client_address: Any) -> None:
+        """Same as in BaseServer but in a task of the event loop.
+
+        In addition, exception handling is done here.
+        """
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Start a task for the request; it runs until it first waits."""
+        self.event_engine.submit(request, client_address)
+
+    def serve_forever(self, poll_interval: float | None = 0.5) -> None:
+        super().serve_forever(poll_interval)
+        if self.block_on_close:
+            self.event_engine.finish_in_flight()
+
+    def server_close(self) -> None:
+        super().server_close()
+        engine = self._portico_event
+        if engine is not None:
+            engine.close(wait=self.block_on_close)
+
+    def _portico_new_selector(self) -> selectors.BaseSelector:
+        return self.event_engine.selector()
+
+
+class EventTCPServer(EventMixIn, TCPServer):
+    pass
+
+
+class EventUDPServer(EventMixIn, UDPServer):
+    pass
+
+
+if hasattr(socket, "AF_UNIX"):
+    from portico.server.inet import UnixDatagramServer, UnixStreamServer
+
+    __all__ += ["EventUnixDatagramServer", "EventUnixStreamServer"]
+
+    class EventUnixStreamServer(EventMixIn, UnixStreamServer):
+        pass
+
+    class EventUnixDatagramServer(EventMixIn, UnixDatagramServer):
+        pass
