@@ -29,7 +29,7 @@ from typing import Any
 import greenlet
 
 from portico.engines.base import EngineStatistics
-from portico.engines.event.hub import Hub, Task, describe
+from portico.engines.event.hub import Hub, Task
 from portico.engines.event.sockets import make_cooperative
 
 __all__ = ["EventEngine", "EventStatistics", "HubSelector"]
@@ -77,7 +77,7 @@ class EventEngine:
         hub = self._hub_here()
         if isinstance(request, socket.socket):
             make_cooperative(request, hub)
-        task = Task(self._task_body, hub, describe(client_address))
+        task = Task(self._task_body, hub, client_address)
         with self._lock:
             self._tasks[task] = request
             self._peak = max(self._peak, len(self._tasks))

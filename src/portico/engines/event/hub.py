@@ -43,7 +43,7 @@ import greenlet
 from portico.net.addresses import format_address
 from portico.net.wakeup import Wakeup
 
-__all__ = ["Hub", "Task", "current_task"]
+__all__ = ["CONNECTIONS", "Connection", "Hub", "Task", "current_task"]
 
 if not hasattr(select, "epoll"):
     raise ImportError("the event engine needs epoll, which only Linux has", name="select")
@@ -55,6 +55,7 @@ _T = TypeVar("_T")
 _IN = select.EPOLLIN | select.EPOLLPRI | select.EPOLLERR | select.EPOLLHUP | select.EPOLLRDHUP
 _OUT = select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP
 _EDGE = select.EPOLLET
+_ENDING = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 _TIMED_OUT = object()  # what a timer passes to a task whose wait ran out
 
 
@@ -64,13 +65,38 @@ def current_task() -> Task | None:
     return current if isinstance(current, Task) else None
 
 
-class Task(greenlet.greenlet):  # type: ignore[misc]  # greenlet ships no complete stubs
-    """A greenlet that runs one request's handler; ``label`` names it in logs."""
+class Task(greenlet.greenlet):  # type: ignore[misc]  # greenlet ships no type information
+    """A greenlet that runs one request's handler."""
 
-    def __init__(self, run: Callable[..., Any], hub: Hub, label: str) -> None:
+    def __init__(self, run: Callable[..., Any], hub: Hub, client_address: Any) -> None:
         super().__init__(run, hub.greenlet)
         self.hub = hub
-        self.label = label
+        self.client_address = client_address
+
+    @property
+    def label(self) -> str:
+        """How logs name the task (formatted only when a log needs it)."""
+        return f"the handler for {format_address(self.client_address)}"
+
+
+class Connection:
+    """What the hub knows of a cooperative socket's descriptor."""
+
+    __slots__ = ("ending", "hub", "quiet", "timeout")
+
+    def __init__(self, hub: Hub, timeout: float | None) -> None:
+        self.hub = hub
+        self.timeout = timeout  # the one its owner set: None blocks, 0.0 never waits
+        # Read to the end since the hub last saw it become readable: the next read
+        # may park at once, without a system call that would fail with EAGAIN.
+        self.quiet = False
+        # The peer closed or failed (the hub saw it): end of file or an error waits
+        # to be read, and no new edge will come, so reads must never park first.
+        self.ending = False
+
+
+# Every cooperative socket's descriptor (descriptors are unique in a process at any time).
+CONNECTIONS: dict[int, Connection] = {}
 
 
 class _Timer:
@@ -178,14 +204,16 @@ class Hub:
         if self._sources.pop(fd, None) is not None:
             self._epoll.unregister(fd)
 
-    def forget(self, fd: int) -> None:
-        """``fd`` is about to close: drop its registration, wake whoever waits on it.
+    def forget(self, fd: int, *, closing: bool) -> None:
+        """``fd`` leaves the hub (``closing``: it is about to close); wake whoever waits on it.
 
         May be called from any thread (a server closing its connections).
+        Closing a descriptor takes it out of the epoll set by itself, so then
+        there is no system call to make.
         """
         if self.closed:
             return
-        if self._registered.pop(fd, None) is not None:
+        if self._registered.pop(fd, None) is not None and not closing:
             try:
                 self._epoll.unregister(fd)
             except OSError:  # closed already, behind our back
@@ -220,15 +248,26 @@ class Hub:
             timeout = until_timer if timeout is None else min(timeout, until_timer)
         events = self._epoll.poll(-1 if timeout is None else timeout)
         sources = []
-        readers, writers, wakeup = self._readers, self._writers, self._wakeup.fileno()
+        readers, writers, connections = self._readers, self._writers, CONNECTIONS
+        clock, threshold = time.monotonic, self.block_warning
         for fd, mask in events:
-            if mask & _IN and (task := readers.pop(fd, None)) is not None:
-                self._switch(task, None)
+            if mask & _IN:
+                connection = connections.get(fd)
+                if connection is not None:
+                    connection.quiet = False
+                    if mask & _ENDING:
+                        connection.ending = True
+                task = readers.pop(fd, None)
+                if task is not None:  # inline _switch(): this is the hottest path
+                    started = clock()
+                    task.switch()
+                    if threshold is not None and clock() - started > threshold:
+                        self._blocked(task, clock() - started)
             if mask & _OUT and (task := writers.pop(fd, None)) is not None:
                 self._switch(task, None)
             if fd in self._sources:
                 sources.append((self._sources[fd], mask))
-            elif fd == wakeup:
+            elif fd == self._wakeup.fileno():
                 self._wakeup.drain()
         self._run_due()
         return sources
@@ -265,15 +304,18 @@ class Hub:
     def _measure(self, task: Task, started: float) -> None:
         held = time.monotonic() - started
         if self.block_warning is not None and held > self.block_warning:
-            self.blocked_count += 1
-            self.longest_block = max(self.longest_block, held)
-            server_log.warning(
-                "%s blocked the event loop for %.3f s (warning threshold %.3f s): "
-                "move blocking calls to run_in_thread()",
-                task.label,
-                held,
-                self.block_warning,
-            )
+            self._blocked(task, held)
+
+    def _blocked(self, task: Task, held: float) -> None:
+        self.blocked_count += 1
+        self.longest_block = max(self.longest_block, held)
+        server_log.warning(
+            "%s blocked the event loop for %.3f s (warning threshold %.3f s): "
+            "move blocking calls to run_in_thread()",
+            task.label,
+            held,
+            self.block_warning,
+        )
 
     def _resume(self, task: Task, value: Any) -> None:
         if not task.dead:
@@ -305,8 +347,3 @@ class Hub:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(thread_name_prefix="portico-event-blocking")
             return self._executor
-
-
-def describe(client_address: Any) -> str:
-    """How a task is named in logs: the handler's peer."""
-    return f"the handler for {format_address(client_address)}"

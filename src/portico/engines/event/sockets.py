@@ -19,26 +19,25 @@ with ``poll()``.
 
 from __future__ import annotations
 
+import errno
+import os
 import select
 import socket
 import time
-import weakref
 from typing import TYPE_CHECKING, Any
 
 import greenlet
 
-from portico.engines.event.hub import Hub, Task
+from portico.engines.event.hub import CONNECTIONS, Connection, Hub, Task
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
 
 __all__ = ["CooperativeSocket", "make_cooperative"]
 
-# The timeout each cooperative socket's owner asked for (absent: None, blocking).
-_timeouts: weakref.WeakKeyDictionary[socket.socket, float | None] = weakref.WeakKeyDictionary()
-# The hub each cooperative socket's descriptor is registered with.
-_hubs: weakref.WeakKeyDictionary[socket.socket, Hub] = weakref.WeakKeyDictionary()
 _classes: dict[type, type] = {}
+# The C methods, called directly: ``super()`` costs a lookup per call on the hot path.
+_recv, _recv_into, _send = socket.socket.recv, socket.socket.recv_into, socket.socket.send
 
 
 def make_cooperative(sock: socket.socket, hub: Hub) -> socket.socket:
@@ -49,9 +48,7 @@ def make_cooperative(sock: socket.socket, hub: Hub) -> socket.socket:
     timeout = sock.gettimeout()
     sock.setblocking(False)
     sock.__class__ = _cooperative_class(cls)
-    if timeout is not None:
-        _timeouts[sock] = timeout
-    _hubs[sock] = hub
+    CONNECTIONS[sock.fileno()] = Connection(hub, timeout)
     return sock
 
 
@@ -67,32 +64,35 @@ def _cooperative_class(cls: type) -> type:
     return found
 
 
-def _wait(sock: socket.socket, *, write: bool, deadline: float | None = None) -> None:
-    """Wait until ``sock`` is ready; TimeoutError past its timeout, BlockingIOError at 0."""
-    timeout = _timeouts.get(sock)
+def _wait(fd: int, *, write: bool, deadline: float | None = None) -> None:
+    """Wait until ``fd`` is ready; TimeoutError past its timeout, BlockingIOError at 0."""
+    connection = CONNECTIONS.get(fd)
+    timeout = None if connection is None else connection.timeout
     if timeout is not None:
         if timeout == 0.0:
-            raise BlockingIOError(11, "Resource temporarily unavailable")
+            raise BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN))
         if deadline is not None:
             timeout = deadline - time.monotonic()
             if timeout <= 0:
                 raise TimeoutError("timed out")
     task = greenlet.getcurrent()
-    if isinstance(task, Task) and task.hub is _hubs.get(sock):
-        task.hub.wait(sock.fileno(), write=write, timeout=timeout)
+    if connection is not None and isinstance(task, Task) and task.hub is connection.hub:
+        connection.hub.wait(fd, write=write, timeout=timeout)
     else:
-        _block(sock.fileno(), write=write, timeout=timeout)
+        _block(fd, write=write, timeout=timeout)
 
 
 def _block(fd: int, *, write: bool, timeout: float | None) -> None:
+    """Wait the ordinary way: outside a task there is no loop to hand the wait to."""
     poller = select.poll()
     poller.register(fd, select.POLLOUT if write else select.POLLIN)
     if not poller.poll(None if timeout is None else max(0, int(timeout * 1000))):
         raise TimeoutError("timed out")
 
 
-def _deadline(sock: socket.socket) -> float | None:
-    timeout = _timeouts.get(sock)
+def _deadline(fd: int) -> float | None:
+    connection = CONNECTIONS.get(fd)
+    timeout = None if connection is None else connection.timeout
     return None if not timeout else time.monotonic() + timeout
 
 
@@ -102,25 +102,43 @@ class CooperativeSocket(socket.socket):
     __slots__ = ()
 
     def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
+        fd = self.fileno()
+        connection = CONNECTIONS.get(fd)
+        if connection is not None and connection.quiet:
+            _wait(fd, write=False)
         while True:
             try:
-                return super().recv(bufsize, flags)
+                data = _recv(self, bufsize, flags)
             except BlockingIOError:
-                _wait(self, write=False)
+                _wait(fd, write=False)
+                continue
+            if connection is not None:
+                connection.quiet = len(data) < bufsize and not connection.ending
+            return data
 
     def recv_into(self, buffer: WriteableBuffer, nbytes: int = 0, flags: int = 0, /) -> int:
+        fd = self.fileno()
+        connection = CONNECTIONS.get(fd)
+        if connection is not None and connection.quiet:
+            _wait(fd, write=False)
         while True:
             try:
-                return super().recv_into(buffer, nbytes, flags)
+                received = _recv_into(self, buffer, nbytes, flags)
             except BlockingIOError:
-                _wait(self, write=False)
+                _wait(fd, write=False)
+                continue
+            if connection is not None:
+                # Less than asked for: the kernel had no more, and new data makes an edge.
+                asked = nbytes or len(buffer)  # type: ignore[arg-type]
+                connection.quiet = received < asked and not connection.ending
+            return received
 
     def recvfrom(self, bufsize: int, flags: int = 0, /) -> tuple[bytes, Any]:
         while True:
             try:
                 return super().recvfrom(bufsize, flags)
             except BlockingIOError:
-                _wait(self, write=False)
+                _wait(self.fileno(), write=False)
 
     def recvfrom_into(
         self, buffer: WriteableBuffer, nbytes: int = 0, flags: int = 0, /
@@ -129,32 +147,45 @@ class CooperativeSocket(socket.socket):
             try:
                 return super().recvfrom_into(buffer, nbytes, flags)
             except BlockingIOError:
-                _wait(self, write=False)
+                _wait(self.fileno(), write=False)
 
     def send(self, data: ReadableBuffer, flags: int = 0, /) -> int:
         while True:
             try:
-                return super().send(data, flags)
+                return _send(self, data, flags)
             except BlockingIOError:
-                _wait(self, write=True)
+                _wait(self.fileno(), write=True)
 
     def sendall(self, data: ReadableBuffer, flags: int = 0, /) -> None:
-        deadline = _deadline(self)
+        if type(data) is bytes:  # the usual case, in one system call
+            try:
+                if _send(self, data, flags) == len(data):
+                    return
+            except BlockingIOError:
+                pass
+            else:
+                # Part of it went; the loop below sends the rest.
+                pass
+        self._send_all(data, flags)
+
+    def _send_all(self, data: ReadableBuffer, flags: int) -> None:
+        fd = self.fileno()
+        deadline = _deadline(fd)
         with memoryview(data) as view, view.cast("B") as remaining:
             sent = 0
             total = len(remaining)
             while sent < total:
                 try:
-                    sent += super().send(remaining[sent:], flags)
+                    sent += _send(self, remaining[sent:], flags)
                 except BlockingIOError:
-                    _wait(self, write=True, deadline=deadline)
+                    _wait(fd, write=True, deadline=deadline)
 
     def sendto(self, data: ReadableBuffer, *args: Any) -> int:
         while True:
             try:
                 return super().sendto(data, *args)
             except BlockingIOError:
-                _wait(self, write=True)
+                _wait(self.fileno(), write=True)
 
     def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
         # The stdlib's os.sendfile() path waits in a selector of its own: send() cooperates.
@@ -166,29 +197,38 @@ class CooperativeSocket(socket.socket):
             value = float(value)
             if value < 0:
                 raise ValueError("Timeout value out of range")
-        _timeouts[self] = value
+        self._connection().timeout = value
 
     def gettimeout(self) -> float | None:
-        return _timeouts.get(self)
+        connection = CONNECTIONS.get(self.fileno())
+        return None if connection is None else connection.timeout
 
     def setblocking(self, flag: bool, /) -> None:
-        _timeouts[self] = None if flag else 0.0
+        self._connection().timeout = None if flag else 0.0
 
     @property
     def timeout(self) -> float | None:
-        return _timeouts.get(self)
+        return self.gettimeout()
 
     def detach(self) -> int:
-        _forget(self)
+        _forget(self.fileno(), closing=False)
         return super().detach()
 
     def _real_close(self, *args: Any, **kwargs: Any) -> None:
-        _forget(self)
+        _forget(self.fileno(), closing=True)
         super()._real_close(*args, **kwargs)  # type: ignore[misc]  # not in typeshed
 
+    def _connection(self) -> Connection:
+        fd = self.fileno()
+        if fd < 0:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        connection = CONNECTIONS.get(fd)
+        if connection is None:
+            raise RuntimeError(f"descriptor {fd} left its event loop")
+        return connection
 
-def _forget(sock: socket.socket) -> None:
-    fd = sock.fileno()
-    hub = _hubs.pop(sock, None)
-    if fd >= 0 and hub is not None:
-        hub.forget(fd)
+
+def _forget(fd: int, *, closing: bool) -> None:
+    connection = CONNECTIONS.pop(fd, None)
+    if connection is not None:
+        connection.hub.forget(fd, closing=closing)
