@@ -77,14 +77,14 @@ class EventEngine:
         hub = self._hub_here()
         if isinstance(request, socket.socket):
             make_cooperative(request, hub)
-        task = Task(self._task_body, hub, client_address)
+        task = hub.task(client_address)
         with self._lock:
             self._tasks[task] = request
             self._peak = max(self._peak, len(self._tasks))
-        hub.start(task, request, client_address)
-        if not self._serving and not task.dead:
+        hub.start(task, self._task_body, request, client_address)
+        if not self._serving and task in self._tasks:
             # handle_request(): no loop runs the hub, so run it for this task.
-            self._run_hub(lambda: task.dead)
+            self._run_hub(lambda: task not in self._tasks)
 
     def can_accept(self) -> bool:
         return True
