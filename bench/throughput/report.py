@@ -192,7 +192,10 @@ def _summary_section(layout: Layout, summaries: Summaries) -> list[str]:
 
 def _targets_section(summaries: Summaries) -> list[str]:
     rows = [(row.target, row.figure, row.verdict) for row in target_rows(summaries)]
-    intro = "Issue 3's targets on this run's medians (engines not built yet: not measured)."
+    intro = (
+        "Issue 3's targets on this run's medians; a target whose figures the run lacks "
+        "(a server or cell left out, n/a or failed) is not measured, and says what is missing."
+    )
     return ["## Targets", "", intro, "", *table(["target", "figure", "verdict"], rows), ""]
 
 
@@ -202,12 +205,18 @@ TIE = 0.95  # C within this fraction of the fastest counts as a tie at the ceili
 
 
 def headroom_verdict(reference: Summary, best: Summary) -> str:
-    """C fastest; or a tie where the load generator was saturated by both; or C slower."""
-    if best.server == reference.server or (best.rps or 0) <= (reference.rps or 0):
+    """C fastest; or a tie where the load generator was saturated by both; or C slower.
+
+    Within the tie margin of each other, either way, with the load generator saturated in
+    both cells, neither figure says more than where the load generator's ceiling is.
+    """
+    if best.server == reference.server:
         return FASTEST
+    c_rps, its_rps = reference.rps or 0, best.rps or 0
     saturated = min(reference.loadgen_cpu or 0, best.loadgen_cpu or 0) >= SATURATED
-    close = (reference.rps or 0) >= TIE * (best.rps or 0)
-    return CEILING if saturated and close else SLOWER
+    if saturated and min(c_rps, its_rps) >= TIE * max(c_rps, its_rps):
+        return CEILING
+    return FASTEST if c_rps >= its_rps else SLOWER
 
 
 def _headroom_section(layout: Layout, summaries: Summaries) -> list[str]:
@@ -252,8 +261,8 @@ def _headroom_section(layout: Layout, summaries: Summaries) -> list[str]:
         "connecting CPU also runs the server's half of each TCP handshake, so short "
         "connections (`oneshot`) cost the load generator more than the server: there the "
         f"fastest servers meet its ceiling, and a server within {100 * (1 - TIE):.0f}% of "
-        f"C with the load generator at {100 * SATURATED:.0f}% CPU or more in both cells is "
-        "a tie at that ceiling, not a faster server."
+        f"C, either way, with the load generator at {100 * SATURATED:.0f}% CPU or more in "
+        "both cells is a tie at that ceiling: neither a faster nor a slower server."
     )
     return [
         "## Load generator headroom",

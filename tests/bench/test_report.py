@@ -101,6 +101,8 @@ def summary(server: str, rps: float, loadgen_cpu: float) -> Summary:
     [
         (100.0, 0.50, 90.0, 0.40, FASTEST),
         (100.0, 0.97, 103.0, 0.97, CEILING),  # both saturate the load generator
+        (100.0, 0.97, 99.0, 0.97, CEILING),  # ... C ahead by less than the margin: a tie too
+        (100.0, 0.97, 90.0, 0.97, FASTEST),  # ... by more: C fastest
         (100.0, 0.50, 103.0, 0.97, SLOWER),  # C did not saturate it: C is slower
         (100.0, 0.97, 120.0, 0.97, SLOWER),  # too far apart to be a tie
     ],
@@ -110,3 +112,18 @@ def test_headroom_verdict(
 ) -> None:
     reference = summary("c-epoll", c_rps, c_cpu)
     assert headroom_verdict(reference, summary("gevent", other_rps, other_cpu)) == verdict
+
+
+@pytest.mark.parametrize(
+    ("opened", "held", "verdict"),
+    [(10_000, 10_000, "met"), (10_000, 9_990, "not met"), (9_000, 9_000, "not met")],
+)
+def test_holding_every_idle_connection_means_to_the_end(
+    opened: int, held: int, verdict: str
+) -> None:
+    idle = ran("portico-event", "idle-10k", 1, 100.0, idle_established=opened, idle_held=held)
+    row = next(
+        r for r in target_rows(summarize([idle])) if r.target == "idle: event holds all 10,000"
+    )
+    assert row.verdict == verdict
+    assert row.figure == f"{opened:,} opened, {held:,} still held at the end"

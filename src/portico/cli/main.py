@@ -1,4 +1,4 @@
-"""``portico``: the command line.  ``portico serve`` now; more commands to come.
+"""``portico``: the command line: ``portico serve``, and ``portico bench`` in a checkout.
 
 This is the one place where exceptions become exit codes: 0 for a clean stop,
 2 for a usage or configuration error (argparse's convention), 1 for a server
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from portico import __version__
-from portico.cli import serve
+from portico.cli import bench, serve
 from portico.cli.settings import Command, add_arguments, resolve
 from portico.errors import ConfigurationError, PorticoError
 
@@ -26,7 +26,7 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # Ctrl-C before serving started, as shells report it
 
-COMMANDS: tuple[Command, ...] = (serve.COMMAND,)
+COMMANDS: tuple[Command, ...] = (serve.COMMAND, bench.COMMAND)
 
 
 class _Parser(argparse.ArgumentParser):
