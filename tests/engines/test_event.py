@@ -311,3 +311,19 @@ def test_server_close_in_the_serving_thread_ends_waiting_handlers_with_their_cle
         assert client.recv(1) == b""
     finally:
         client.close()
+
+
+def test_a_burst_of_datagrams_is_taken_in_batches_and_each_answered() -> None:
+    class UpperDatagram(portico.DatagramRequestHandler):
+        def handle(self) -> None:
+            self.wfile.write(self.rfile.read().upper())
+
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with serving(EventUDPServer, UpperDatagram) as running, client:
+        client.settimeout(DEADLINE)
+        sent = {b"burst %03d" % index for index in range(200)}
+        for payload in sorted(sent):  # all in flight before the first answer is read
+            client.sendto(payload, running.address)
+        answers = {client.recv(64) for _ in sent}
+        assert answers == {payload.upper() for payload in sent}
+        assert running.server.socket.gettimeout() == 0.0  # the engine made it non-blocking

@@ -102,6 +102,9 @@ class BaseServer:
     # a shutdown() then has nothing to stop, and must not leave a request
     # behind that would end the next serve_forever() at once.
     _portico_stopped: bool = False
+    # Requests taken per readiness of a listener.  More than one only where an
+    # engine made its listeners non-blocking, so that an empty queue ends the batch.
+    _portico_accept_batch = 1
 
     def __init__(self, server_address: Any, RequestHandlerClass: Callable[..., Any]) -> None:
         """Constructor.  May be extended, do not override."""
@@ -235,11 +238,17 @@ class BaseServer:
         readable before this function was called, so there should be no risk of
         blocking in get_request().
         """
+        self._portico_take_request()
+
+    def _portico_take_request(self) -> bool:
+        """Handle one request if there is one; False if a non-blocking listener had none."""
         try:
             request, client_address = self.get_request()  # type: ignore[attr-defined]
+        except BlockingIOError:
+            return False  # another process took it, or a batch emptied the queue
         except OSError as exc:
             self._portico_accept_failed(exc)
-            return
+            return False
         if self._portico_accept.paused:
             self._portico_accept_recovered()
         if self.verify_request(request, client_address):
@@ -253,6 +262,7 @@ class BaseServer:
                 raise
         else:
             self.shutdown_request(request)
+        return True
 
     def _portico_sources(self) -> list[Source]:
         """What to select on for new requests: by default the server's own fileno()."""
@@ -407,6 +417,15 @@ class _AcceptLoop:
             return 0.0
         return remaining if self.poll_interval is None else min(remaining, self.poll_interval)
 
+    def _take(self, server: BaseServer) -> None:
+        """Take one request, or up to a batch from a listener an engine made non-blocking."""
+        server._handle_request_noblock()
+        for _ in range(server._portico_accept_batch - 1):
+            if server._portico_accept.paused or not server._portico_can_accept():
+                return
+            if not server._portico_take_request():
+                return
+
     def dispatch(self, ready: list[tuple[selectors.SelectorKey, int]], wakeup: Wakeup) -> None:
         server = self.server
         for key, _ in ready:
@@ -418,7 +437,7 @@ class _AcceptLoop:
                     self._watch()
                 continue
             server._portico_ready = key.data
-            server._handle_request_noblock()
+            self._take(server)
             if server._portico_accept.paused and self.resume_at is None:
                 self.resume_at = time.monotonic() + server._portico_accept.delay
                 self._unwatch()

@@ -30,7 +30,7 @@ import greenlet
 
 from portico.engines.base import EngineStatistics
 from portico.engines.event.hub import Hub, Task
-from portico.engines.event.sockets import make_cooperative
+from portico.engines.event.sockets import DatagramReplySocket, make_cooperative
 
 __all__ = ["EventEngine", "EventStatistics", "HubSelector"]
 
@@ -77,6 +77,9 @@ class EventEngine:
         hub = self._hub_here()
         if isinstance(request, socket.socket):
             make_cooperative(request, hub)
+        elif isinstance(request, tuple) and len(request) == 2:
+            data, reply_socket = request  # a datagram, and the socket to answer on
+            request = (data, DatagramReplySocket(reply_socket))
         task = hub.task(client_address)
         with self._lock:
             self._tasks[task] = request

@@ -41,6 +41,9 @@ class EventMixIn(_ServerBase):
 
     block_on_close = True
     loop_block_warning: float | None = 0.1
+    # Listeners are non-blocking here, so a readiness may take a burst of
+    # connections or datagrams at once; an empty queue ends the batch.
+    _portico_accept_batch = 64
 
     _portico_event: EventEngine | None = None
 
@@ -89,6 +92,10 @@ class EventMixIn(_ServerBase):
             engine.close(wait=self.block_on_close)
 
     def _portico_new_selector(self) -> selectors.BaseSelector:
+        for _, listener in self._portico_sources():
+            sock = getattr(self, "socket", None) if listener is None else listener
+            if isinstance(sock, socket.socket):
+                sock.setblocking(False)
         return self.event_engine.selector()
 
 

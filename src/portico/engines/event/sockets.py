@@ -33,7 +33,7 @@ from portico.engines.event.hub import CONNECTIONS, Connection, Hub, Task
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
 
-__all__ = ["CooperativeSocket", "make_cooperative"]
+__all__ = ["CooperativeSocket", "DatagramReplySocket", "make_cooperative"]
 
 _classes: dict[type, type] = {}
 # The C methods, called directly: ``super()`` costs a lookup per call on the hot path.
@@ -232,3 +232,30 @@ def _forget(fd: int, *, closing: bool) -> None:
     connection = CONNECTIONS.pop(fd, None)
     if connection is not None:
         connection.hub.forget(fd, closing=closing)
+
+
+class DatagramReplySocket:
+    """A datagram handler's view of the server socket, which the engine made non-blocking.
+
+    ``sendto()`` waits for room when the send buffer is full, as it did while
+    blocking.  The wait blocks the loop (the socket is one of the loop's own
+    sources, so no task can park on it), but a full datagram send buffer
+    drains in microseconds.  Everything else goes to the socket.
+    """
+
+    __slots__ = ("_sock",)
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+
+    def sendto(self, data: ReadableBuffer, *args: Any) -> int:
+        while True:
+            try:
+                sent: int = self._sock.sendto(data, *args)
+            except BlockingIOError:
+                _block(self._sock.fileno(), write=True, timeout=None)
+            else:
+                return sent
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
