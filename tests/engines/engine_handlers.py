@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import portico
+from portico.engines import AsyncDatagramRequestHandler, AsyncStreamRequestHandler
 
 BOOM = b"boom\n"
 
@@ -27,3 +28,31 @@ class UpperDatagrams(portico.DatagramRequestHandler):
 
 
 HANDLERS = {"stream": UpperLines, "datagram": UpperDatagrams}
+
+
+class AsyncUpperLines(AsyncStreamRequestHandler):
+    """UpperLines for the async engine."""
+
+    async def handle(self) -> None:
+        async for line in self.reader:
+            if line == BOOM:
+                raise ZeroDivisionError("handler failure on purpose")
+            self.writer.write(line.upper())
+
+
+class AsyncUpperDatagrams(AsyncDatagramRequestHandler):
+    """UpperDatagrams for the async engine."""
+
+    async def handle(self) -> None:
+        if self.packet == BOOM:
+            raise ZeroDivisionError("handler failure on purpose")
+        self.wfile.write(self.packet.upper())
+
+
+ASYNC_HANDLERS = {"stream": AsyncUpperLines, "datagram": AsyncUpperDatagrams}
+ASYNC_ENGINES = frozenset({"async"})
+
+
+def handlers_for(engine: str) -> dict[str, type]:
+    """The conformance handlers that ``engine`` runs."""
+    return ASYNC_HANDLERS if engine in ASYNC_ENGINES else HANDLERS

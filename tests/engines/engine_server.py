@@ -25,7 +25,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from engine_handlers import HANDLERS
+from engine_handlers import handlers_for
 
 import portico
 from portico.engines import server_class
@@ -65,7 +65,7 @@ def main(engine: str, kind: str) -> None:
     threads_before = len(threading.enumerate())
     fds_before = open_fds()
     base = portico.UDPServer if kind == "datagram" else portico.TCPServer
-    server: Any = server_class(engine, base)(("127.0.0.1", 0), HANDLERS[kind])
+    server: Any = server_class(engine, base)(("127.0.0.1", 0), handlers_for(engine)[kind])
     signal.signal(signal.SIGTERM, lambda signum, frame: server.shutdown())
     print(f"LISTENING {server.server_address[1]}", flush=True)
     try:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine_handlers import HANDLERS
+from engine_handlers import ASYNC_ENGINES, handlers_for
 
 import portico
 from portico.engines import server_class
@@ -111,10 +111,23 @@ class _ErrorRecords(logging.Handler):
         self.errors.append((kind, record.getMessage()))
 
 
+def open_process_wide_descriptors(engine: str) -> None:
+    """Open what an engine's first use opens once per process and keeps: no server's leak.
+
+    libuv (under uvloop) opens a pipe for its signal handling with the first
+    loop and keeps it for the life of the process.
+    """
+    if engine in ASYNC_ENGINES:
+        from portico.engines.aio import new_event_loop  # noqa: PLC0415
+
+        new_event_loop().close()
+
+
 class InProcess(Served):
     """Served by ``portico.testing.serving()`` in a thread of this process."""
 
     def __init__(self, engine: str, kind: str) -> None:
+        open_process_wide_descriptors(engine)
         self.threads_before = set(threading.enumerate())
         # Compared as sets: an earlier test's socket that the garbage collector
         # closes meanwhile is no leak of ours.
@@ -123,7 +136,7 @@ class InProcess(Served):
         self.records = _ErrorRecords()
         logging.getLogger("portico.error").addHandler(self.records)
         base = portico.UDPServer if kind == "datagram" else portico.TCPServer
-        self.server = server_class(engine, base)(("127.0.0.1", 0), HANDLERS[kind])
+        self.server = server_class(engine, base)(("127.0.0.1", 0), handlers_for(engine)[kind])
         self._stack = contextlib.ExitStack()
         self.address = self._stack.enter_context(serving(self.server)).address
         self._stopper: threading.Thread | None = None

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from portico.cli.builtin import DEFAULT_HANDLER
+from portico.cli.builtin import BUILTINS, DEFAULT_HANDLER
 from portico.cli.handlers import load_handler, parse_handler_spec
 from portico.cli.logs import configure_logging
 from portico.cli.servers import Transport, transport_for
@@ -51,7 +51,7 @@ def parse_unix_path(text: str) -> str:
 
 
 def parse_engine(text: str) -> str:
-    """An engine name that can run here (``event`` and ``async`` cannot yet)."""
+    """An engine name that can run here."""
     return choose_engine(text.strip()).name
 
 
@@ -176,6 +176,8 @@ def run(resolved: Resolved) -> int:
     configure_logging(config.log_level)
     transport = transport_for(unix=config.unix is not None, udp=config.udp)
     handler = load_handler(config.handler, datagram=transport.datagram)
+    if config.engine == "async" and config.handler in BUILTINS:
+        handler = BUILTINS[config.handler].async_variant(datagram=transport.datagram)
     server = open_server(transport, handler, config)
     try:
         log.info("handler %s over %s", config.handler, transport.name)

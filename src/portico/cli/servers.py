@@ -146,6 +146,46 @@ class DatagramAccessLog(UDPServer):
             access_log.info(_DATAGRAM, next(_numbers), peer, elapsed, len(data), sock.bytes_out)
 
 
+class _AsyncAccessLog:
+    """The access log of the async engine, whose connections count their own bytes.
+
+    Its servers accept on their event loop, not in ``get_request()``, and a
+    handler ends long after ``finish_request()`` would have returned: the
+    lines are written by ``process_request()`` (opened) and
+    ``shutdown_request()`` (closed, or the datagram's line).
+    """
+
+    _portico_log: dict[Any, tuple[int, str, float]]
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if access_log.isEnabledFor(logging.INFO):
+            if not hasattr(self, "_portico_log"):
+                self._portico_log = {}
+            number, peer = next(_numbers), format_address(client_address)
+            if not isinstance(request, tuple):
+                access_log.info(_OPENED, number, peer)
+            self._portico_log[_log_key(request)] = (number, peer, time.monotonic())
+        super().process_request(request, client_address)  # type: ignore[misc]
+
+    def shutdown_request(self, request: Any) -> None:
+        super().shutdown_request(request)  # type: ignore[misc]
+        logged = getattr(self, "_portico_log", None)
+        entry = logged.pop(_log_key(request), None) if logged else None
+        if entry is None:
+            return
+        number, peer, started = entry
+        elapsed = time.monotonic() - started
+        if isinstance(request, tuple):
+            data, reply = request
+            access_log.info(_DATAGRAM, number, peer, elapsed, len(data), reply.bytes_out)
+        else:
+            access_log.info(_CLOSED, number, peer, elapsed, request.bytes_in, request.bytes_out)
+
+
+def _log_key(request: Any) -> Any:
+    return id(request[1]) if isinstance(request, tuple) else id(request)
+
+
 class _StopAtOnce:
     """Request threads are daemons and server_close() does not wait for them."""
 
@@ -178,7 +218,8 @@ class Transport:
         found = _serve_classes.get(with_engine)
         if found is None:
             name = with_engine.__name__.replace("ServeBase", "ServeServer")
-            made = type(name, (_StopAtOnce, with_engine), {})
+            logs = (_AsyncAccessLog,) if engine == "async" else ()
+            made = type(name, (_StopAtOnce, *logs, with_engine), {})
             found = _serve_classes.setdefault(with_engine, made)
         return found
 

@@ -6,8 +6,10 @@
 ``fork``     a new child process per request (``ForkingMixIn``)
 ``pool``     a bounded pool of reused threads (:class:`PoolMixIn`);
              accepting pauses while every worker is busy
-``event``    not yet available
-``async``    not yet available
+``event``    blocking-style handlers as greenlet tasks on an epoll loop in the
+             serving thread (:mod:`portico.engines.event`; needs ``greenlet``)
+``async``    ``async def handle()`` handlers on an asyncio (uvloop) event
+             loop (:class:`AsyncMixIn`, :class:`AsyncStreamRequestHandler`)
 ===========  ==========================================================
 
 ``server_class("pool", portico.TCPServer)`` is ``PoolTCPServer``; any server
@@ -61,3 +63,30 @@ except ImportError:  # no AF_UNIX on this platform
     pass
 else:
     __all__ += ["PoolUnixDatagramServer", "PoolUnixStreamServer"]
+
+from portico.engines.aio import (  # the async engine
+    AsyncBaseRequestHandler,
+    AsyncDatagramRequestHandler,
+    AsyncMixIn,
+    AsyncStatistics,
+    AsyncStreamRequestHandler,
+    AsyncTCPServer,
+    AsyncUDPServer,
+)
+
+__all__ += [
+    "AsyncBaseRequestHandler",
+    "AsyncDatagramRequestHandler",
+    "AsyncMixIn",
+    "AsyncStatistics",
+    "AsyncStreamRequestHandler",
+    "AsyncTCPServer",
+    "AsyncUDPServer",
+]
+
+try:
+    from portico.engines.aio import AsyncUnixDatagramServer, AsyncUnixStreamServer
+except ImportError:  # no AF_UNIX on this platform
+    pass
+else:
+    __all__ += ["AsyncUnixDatagramServer", "AsyncUnixStreamServer"]

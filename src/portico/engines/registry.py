@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeVar, cast
 
-from portico.engines import pool
+from portico.engines import aio, pool
+from portico.engines.aio import AsyncMixIn
 from portico.engines.pool import PoolMixIn
 from portico.errors import ConfigurationError
 from portico.server import classes, mixins
@@ -106,7 +107,7 @@ ENGINES: Mapping[str, EngineSpec] = {
             "Event",
             unavailable=_EVENT_UNAVAILABLE,
         ),
-        EngineSpec("async", "async def handle() on asyncio", unavailable="not yet available"),
+        EngineSpec("async", "async def handle() on asyncio", AsyncMixIn, "Async"),
     )
 }
 
@@ -143,6 +144,7 @@ def _ready_made() -> dict[tuple[type, ...], type]:
     """The ready-made classes by their bases, so that composing finds them, not copies."""
     found = [getattr(classes, name) for name in classes.__all__]
     found += [getattr(pool, name) for name in pool.__all__ if name.endswith("Server")]
+    found += [getattr(aio, name) for name in aio.__all__ if name.endswith("Server")]
     if event is not None:
         found += [getattr(event, name) for name in event.__all__ if name.endswith("Server")]
     return {cls.__bases__: cls for cls in found}

@@ -167,6 +167,10 @@ class BaseServer:
             self._portico_wakeup = None
             wakeup.close()
 
+    def _portico_shutdown_requested(self) -> bool:
+        """Whether shutdown() asked the serving loop to stop (for engines with their own loop)."""
+        return self.__shutdown_request
+
     def _portico_new_selector(self) -> selectors.BaseSelector:
         """The selector that serve_forever() waits on.
 
