@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import enum
 import errno
+import time
 
 __all__ = [
     "CAPACITY_ERRNOS",
@@ -60,6 +61,7 @@ class AcceptBackoff:
         self.initial = initial
         self.maximum = maximum
         self.delay = 0.0
+        self.resume_at = 0.0  # time.monotonic() when the current pause ends
         self.errors_in_pause = 0
         self.counts: collections.Counter[str] = collections.Counter()
 
@@ -72,8 +74,13 @@ class AcceptBackoff:
 
     def pause(self) -> float:
         self.delay = min(self.maximum, self.delay * 2 if self.delay else self.initial)
+        self.resume_at = time.monotonic() + self.delay
         self.errors_in_pause += 1
         return self.delay
+
+    def remaining(self) -> float:
+        """Seconds until the current pause ends (0 when not paused)."""
+        return max(0.0, self.resume_at - time.monotonic()) if self.paused else 0.0
 
     def recover(self) -> int:
         absorbed = self.errors_in_pause

@@ -222,6 +222,16 @@ class BaseServer:
         elif self.timeout is not None:
             timeout = min(timeout, self.timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
+        # A capacity error paused accepting: wait the pause out (within the timeout)
+        # rather than fail again at once, so a handle_request() loop does not spin.
+        pause = self._portico_accept.remaining()
+        if pause:
+            if timeout is not None and pause >= timeout:
+                time.sleep(timeout)
+                return self.handle_timeout()
+            time.sleep(pause)
+            if timeout is not None:
+                timeout = deadline - time.monotonic()  # type: ignore[operator]
         with _ServerSelector() as selector:
             for fileobj, listener in self._portico_sources():
                 selector.register(fileobj, selectors.EVENT_READ, listener)
