@@ -5,6 +5,8 @@ from __future__ import annotations
 import inspect
 import os
 import socketserver
+import subprocess
+import sys
 
 import pytest
 
@@ -99,3 +101,18 @@ def test_the_worker_pool_has_every_member_of_the_engine_protocol() -> None:
         implemented = inspect.signature(getattr(WorkerPool, name))
         assert list(declared.parameters) == list(implemented.parameters), name
     assert WorkerPool.name == "pool"
+
+
+def test_engines_are_imported_only_when_chosen() -> None:
+    # asyncio (~10 MiB) and greenlet must not weigh on servers that do not use them:
+    # a bigger process forks more slowly, among other things.
+    probe = (
+        "import sys, portico, portico.engines, portico.cli.main\n"
+        "from portico.engines import server_class\n"
+        "server_class('pool', portico.TCPServer)\n"
+        "print(sorted(m for m in ('asyncio', 'greenlet') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=20, check=True
+    )
+    assert result.stdout == "[]\n"

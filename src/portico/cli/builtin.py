@@ -8,18 +8,18 @@ each datagram on its own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from portico.engines.aio_handlers import (
-    AsyncBaseRequestHandler,
-    AsyncDatagramRequestHandler,
-    AsyncStreamRequestHandler,
-)
 from portico.server.handlers import (
     BaseRequestHandler,
     DatagramRequestHandler,
     StreamRequestHandler,
 )
+
+if TYPE_CHECKING:
+    from portico.engines.aio_handlers import AsyncBaseRequestHandler
 
 __all__ = [
     "BUILTINS",
@@ -104,64 +104,6 @@ class DiscardDatagramHandler(DatagramRequestHandler):
         pass
 
 
-class AsyncAnswerStreamHandler(AsyncStreamRequestHandler):
-    """The async engine's AnswerStreamHandler: ``answer(line)`` for each line."""
-
-    async def handle(self) -> None:
-        readline, write, answer = self.reader.readline, self.writer.write, self.answer
-        try:
-            while line := await readline(MAX_LINE):
-                write(answer(line))
-        except ConnectionError:
-            pass
-
-    def answer(self, line: bytes) -> bytes:
-        return line
-
-
-class AsyncAnswerDatagramHandler(AsyncDatagramRequestHandler):
-    """The async engine's AnswerDatagramHandler."""
-
-    async def handle(self) -> None:
-        self.writer.write(self.answer(self.packet))
-
-    def answer(self, packet: bytes) -> bytes:
-        return packet
-
-
-class AsyncUpperStreamHandler(AsyncAnswerStreamHandler):
-    async def handle(self) -> None:
-        readline, write = self.reader.readline, self.writer.write
-        try:
-            while line := await readline(MAX_LINE):
-                write(line.upper())  # answer() inlined: this is the benchmarks' hot loop
-        except ConnectionError:
-            pass
-
-    def answer(self, line: bytes) -> bytes:
-        return line.upper()
-
-
-class AsyncUpperDatagramHandler(AsyncAnswerDatagramHandler):
-    def answer(self, packet: bytes) -> bytes:
-        return packet.upper()
-
-
-class AsyncDiscardStreamHandler(AsyncStreamRequestHandler):
-    async def handle(self) -> None:
-        read = self.reader.read1
-        try:
-            while await read(MAX_LINE):
-                pass
-        except ConnectionError:
-            pass
-
-
-class AsyncDiscardDatagramHandler(AsyncDatagramRequestHandler):
-    async def finish(self) -> None:
-        pass  # no reply, not even an empty datagram
-
-
 @dataclass(frozen=True)
 class Builtin:
     """A built-in handler: its name, what it does, and its variants (async: for --engine async)."""
@@ -170,14 +112,20 @@ class Builtin:
     summary: str
     stream: type[BaseRequestHandler]
     datagram: type[BaseRequestHandler]
-    async_stream: type[AsyncBaseRequestHandler] = field(default=AsyncStreamRequestHandler)
-    async_datagram: type[AsyncBaseRequestHandler] = field(default=AsyncDatagramRequestHandler)
+    # The async engine's variants, by name in builtin_async: imported only when chosen,
+    # so that no other engine pays for importing asyncio.
+    async_stream: str
+    async_datagram: str
 
     def variant(self, *, datagram: bool) -> type[BaseRequestHandler]:
         return self.datagram if datagram else self.stream
 
     def async_variant(self, *, datagram: bool) -> type[AsyncBaseRequestHandler]:
-        return self.async_datagram if datagram else self.async_stream
+        module = importlib.import_module("portico.cli.builtin_async")
+        handler: type[AsyncBaseRequestHandler] = getattr(
+            module, self.async_datagram if datagram else self.async_stream
+        )
+        return handler
 
 
 BUILTINS: dict[str, Builtin] = {
@@ -188,24 +136,24 @@ BUILTINS: dict[str, Builtin] = {
             "answer each line upper-cased",
             UpperStreamHandler,
             UpperDatagramHandler,
-            AsyncUpperStreamHandler,
-            AsyncUpperDatagramHandler,
+            "AsyncUpperStreamHandler",
+            "AsyncUpperDatagramHandler",
         ),
         Builtin(
             "echo",
             "answer each line unchanged",
             EchoStreamHandler,
             EchoDatagramHandler,
-            AsyncAnswerStreamHandler,
-            AsyncAnswerDatagramHandler,
+            "AsyncAnswerStreamHandler",
+            "AsyncAnswerDatagramHandler",
         ),
         Builtin(
             "discard",
             "read and drop everything",
             DiscardStreamHandler,
             DiscardDatagramHandler,
-            AsyncDiscardStreamHandler,
-            AsyncDiscardDatagramHandler,
+            "AsyncDiscardStreamHandler",
+            "AsyncDiscardDatagramHandler",
         ),
     )
 }

@@ -22,6 +22,9 @@ stdlib's.
 
 from __future__ import annotations
 
+import socket
+from typing import TYPE_CHECKING, Any
+
 from portico.engines.base import Engine, EngineStatistics
 from portico.engines.pool import (
     PoolMixIn,
@@ -64,17 +67,9 @@ except ImportError:  # no AF_UNIX on this platform
 else:
     __all__ += ["PoolUnixDatagramServer", "PoolUnixStreamServer"]
 
-from portico.engines.aio import (  # the async engine
-    AsyncBaseRequestHandler,
-    AsyncDatagramRequestHandler,
-    AsyncMixIn,
-    AsyncStatistics,
-    AsyncStreamRequestHandler,
-    AsyncTCPServer,
-    AsyncUDPServer,
-)
-
-__all__ += [
+# The async engine's names come from portico.engines.aio on first use: importing
+# asyncio costs ~10 MiB and some milliseconds that no other engine should pay.
+_ASYNC_NAMES = (
     "AsyncBaseRequestHandler",
     "AsyncDatagramRequestHandler",
     "AsyncMixIn",
@@ -82,11 +77,27 @@ __all__ += [
     "AsyncStreamRequestHandler",
     "AsyncTCPServer",
     "AsyncUDPServer",
-]
+    "AsyncUnixDatagramServer",
+    "AsyncUnixStreamServer",
+)
+__all__ += [name for name in _ASYNC_NAMES if "Unix" not in name or hasattr(socket, "AF_UNIX")]
 
-try:
-    from portico.engines.aio import AsyncUnixDatagramServer, AsyncUnixStreamServer
-except ImportError:  # no AF_UNIX on this platform
-    pass
-else:
-    __all__ += ["AsyncUnixDatagramServer", "AsyncUnixStreamServer"]
+
+def __getattr__(name: str) -> Any:
+    if name in _ASYNC_NAMES:
+        from portico.engines import aio  # noqa: PLC0415 (lazy on purpose)
+
+        return getattr(aio, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if TYPE_CHECKING:  # what __getattr__ returns, for type checkers
+    from portico.engines.aio import (  # noqa: F401
+        AsyncBaseRequestHandler,
+        AsyncDatagramRequestHandler,
+        AsyncMixIn,
+        AsyncStatistics,
+        AsyncStreamRequestHandler,
+        AsyncTCPServer,
+        AsyncUDPServer,
+    )

@@ -9,18 +9,18 @@ here raises :class:`~portico.errors.ConfigurationError` saying why.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
+import select
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeVar, cast
 
-from portico.engines import aio, pool
-from portico.engines.aio import AsyncMixIn
-from portico.engines.pool import PoolMixIn
 from portico.errors import ConfigurationError
-from portico.server import classes, mixins
+from portico.server import classes
 from portico.server.base import BaseServer
-from portico.server.mixins import ThreadingMixIn
 
 __all__ = [
     "DEFAULT_ENGINE",
@@ -33,22 +33,15 @@ __all__ = [
 
 _Server = TypeVar("_Server", bound=BaseServer)
 
-EventMixIn: type | None
-try:
-    from portico.engines import event
-    from portico.engines.event import EventMixIn
-except ImportError as exc:
-    # Only a missing optional dependency makes the engine unavailable; other errors are bugs.
-    if exc.name not in ("greenlet", "select"):
-        raise
-    event, EventMixIn = None, None  # type: ignore[assignment]
-    _EVENT_UNAVAILABLE = (
-        "not available: it needs greenlet (pip install 'portico[fast]')"
-        if exc.name == "greenlet"
-        else "not available: it needs epoll (Linux)"
-    )
-else:
-    _EVENT_UNAVAILABLE = ""
+
+def _event_unavailable() -> str:
+    """Why the event engine cannot run here (without importing it), or ""."""
+    if importlib.util.find_spec("greenlet") is None:
+        return "not available: it needs greenlet (pip install 'portico[fast]')"
+    if not hasattr(select, "epoll"):
+        return "not available: it needs epoll (Linux)"
+    return ""
+
 
 DEFAULT_ENGINE = "threads"
 
@@ -59,7 +52,9 @@ class EngineSpec:
 
     name: str
     summary: str
-    mixin: type | None = None  # None: the plain server runs each request itself
+    # "module:MixIn", imported on first use, so that an engine costs nothing (asyncio,
+    # greenlet) until it is chosen; empty: the plain server runs each request itself.
+    mixin_path: str = ""
     prefix: str = ""  # of the composed class names, as in ThreadingTCPServer
     bounded: bool = False  # honours ``max_workers``
     unavailable: str = ""  # why it cannot be used here; empty when it can
@@ -67,6 +62,15 @@ class EngineSpec:
     @property
     def available(self) -> bool:
         return not self.unavailable
+
+    @property
+    def mixin(self) -> type | None:
+        """The mixin class (its module is imported now if it was not yet)."""
+        if not self.mixin_path:
+            return None
+        module, _, name = self.mixin_path.partition(":")
+        mixin: type = getattr(importlib.import_module(module), name)
+        return mixin
 
     def server_class(self, base: type[_Server]) -> type[_Server]:
         """``base`` (a server class) running its requests on this engine.
@@ -85,29 +89,36 @@ ENGINES: Mapping[str, EngineSpec] = {
     spec.name: spec
     for spec in (
         EngineSpec("serial", "one request at a time, in the serving thread"),
-        EngineSpec("threads", "a new thread per request", ThreadingMixIn, "Threading"),
+        EngineSpec(
+            "threads",
+            "a new thread per request",
+            "portico.server.mixins:ThreadingMixIn",
+            "Threading",
+        ),
         EngineSpec(
             "fork",
             "a new child process per request",
-            getattr(mixins, "ForkingMixIn", None),
+            "portico.server.mixins:ForkingMixIn",
             "Forking",
             unavailable="" if hasattr(os, "fork") else "not available: this platform has no fork()",
         ),
         EngineSpec(
             "pool",
             "a bounded pool of reused threads; accepting pauses while all are busy",
-            PoolMixIn,
+            "portico.engines.pool:PoolMixIn",
             "Pool",
             bounded=True,
         ),
         EngineSpec(
             "event",
             "blocking-style handlers as tasks on one event loop",
-            EventMixIn,
+            "portico.engines.event:EventMixIn",
             "Event",
-            unavailable=_EVENT_UNAVAILABLE,
+            unavailable=_event_unavailable(),
         ),
-        EngineSpec("async", "async def handle() on asyncio", AsyncMixIn, "Async"),
+        EngineSpec(
+            "async", "async def handle() on asyncio", "portico.engines.aio:AsyncMixIn", "Async"
+        ),
     )
 }
 
@@ -140,17 +151,22 @@ def _check_available(spec: EngineSpec) -> None:
         raise error
 
 
-def _ready_made() -> dict[tuple[type, ...], type]:
-    """The ready-made classes by their bases, so that composing finds them, not copies."""
-    found = [getattr(classes, name) for name in classes.__all__]
-    found += [getattr(pool, name) for name in pool.__all__ if name.endswith("Server")]
-    found += [getattr(aio, name) for name in aio.__all__ if name.endswith("Server")]
-    if event is not None:
-        found += [getattr(event, name) for name in event.__all__ if name.endswith("Server")]
-    return {cls.__bases__: cls for cls in found}
+def _ready_made(mixin: type) -> dict[tuple[type, ...], type]:
+    """The ready-made classes by their bases, so that composing finds them, not copies.
 
-
-_READY_MADE = _ready_made()
+    The stdlib's, and those defined next to ``mixin`` (in its module or package).
+    """
+    modules = [classes, sys.modules[mixin.__module__]]
+    package = sys.modules.get(mixin.__module__.rpartition(".")[0])
+    if package is not None and package.__name__ != "portico.engines":
+        modules.append(package)
+    found = [
+        getattr(module, name)
+        for module in modules
+        for name in getattr(module, "__all__", ())
+        if name.endswith("Server")
+    ]
+    return {cls.__bases__: cls for cls in found if isinstance(cls, type)}
 
 
 _composed: dict[tuple[type, type], type] = {}
@@ -158,8 +174,10 @@ _composed: dict[tuple[type, type], type] = {}
 
 def _compose(mixin: type, prefix: str, base: type) -> type:
     key = (mixin, base)
-    found = _READY_MADE.get(key) or _composed.get(key)
+    found = _composed.get(key)
     if found is None:
-        name = f"{prefix}{base.__name__}"
-        found = _composed.setdefault(key, type(name, key, {"__module__": base.__module__}))
+        found = _ready_made(mixin).get(key)
+        if found is None:
+            found = type(f"{prefix}{base.__name__}", key, {"__module__": base.__module__})
+        found = _composed.setdefault(key, found)
     return found
