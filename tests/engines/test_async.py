@@ -417,3 +417,38 @@ def test_an_async_handler_on_a_sync_server_is_an_error(
     (record,) = [r for r in caplog.records if r.name == "portico.error"]
     assert record.exc_info is not None
     assert "serve it with the async engine" in str(record.exc_info[1])
+
+
+class MixedReads(AsyncStreamRequestHandler):
+    """Reads a burst of many lines with every reader in turn, answering what each returned."""
+
+    async def handle(self) -> None:
+        reader, out = self.reader, []
+        out.append(await reader.readline())
+        out.append(await reader.readline(4))  # the first 4 bytes of a line
+        out.append(await reader.readline())  # the rest of it
+        out.append(await reader.readexactly(3))
+        out.append(await reader.readline())
+        out.append(await reader.readuntil(b";"))
+        out.extend([line async for line in reader])
+        self.writer.write(b"|".join(out))
+
+
+def test_every_reader_sees_the_right_bytes_after_lines_were_taken(
+    use_uvloop: bool, no_leaks: None
+) -> None:
+    lines = [b"line %04d %s\n" % (n, b"x" * (n % 97)) for n in range(400)]
+    burst = b"".join(lines[:6]) + b"before;after\n" + b"".join(lines[6:])
+    with serving(make(portico.TCPServer, MixedReads, use_uvloop)) as running:
+        reply = exchange(running.address, burst)
+    expected = [
+        lines[0],
+        lines[1][:4],
+        lines[1][4:],
+        lines[2][:3],
+        lines[2][3:],
+        lines[3] + lines[4] + lines[5] + b"before;",
+        b"after\n",
+        *lines[6:],
+    ]
+    assert reply == b"|".join(expected)

@@ -273,6 +273,7 @@ class AsyncStream(asyncio.Protocol):
         "_lost_exc",
         "_owner",
         "_paused",
+        "_start",
         "_task",
         "_waiter",
         "_waiting",
@@ -294,6 +295,10 @@ class AsyncStream(asyncio.Protocol):
         self._owner = owner  # its stream_made(stream) and stream_lost(stream) are called
         self._limit = limit
         self._buffer = b""  # bytes, not bytearray: a whole line is handed over uncopied
+        # Where the unread data starts in _buffer.  readline() only moves it, so a
+        # buffer of many lines is not copied again for each line it hands over; any
+        # other reader, and new data, first drops what was read (_compact()).
+        self._start = 0
         self._eof = False
         self._lost = False
         self._lost_exc: BaseException | None = None
@@ -316,6 +321,9 @@ class AsyncStream(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.bytes_in += len(data)
         buffer = self._buffer
+        if self._start:
+            buffer = buffer[self._start :]
+            self._start = 0
         self._buffer = buffer + data if buffer else data
         if self._waiting:
             task = self._task
@@ -344,7 +352,7 @@ class AsyncStream(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._write_paused = False
         self._wake()
-        if self._paused and len(self._buffer) <= self._limit:
+        if self._paused and len(self._buffer) - self._start <= self._limit:
             self._resume_reading()
 
     def _wake(self) -> None:
@@ -379,8 +387,16 @@ class AsyncStream(asyncio.Protocol):
             self._resume_reading()  # the handler needs more than the limit: let it come
         await _wait(self)
 
+    def _compact(self) -> bytes:
+        """Drop what readline() already handed over; returns the unread data."""
+        if self._start:
+            self._buffer = self._buffer[self._start :]
+            self._start = 0
+        return self._buffer
+
     def _keep(self, rest: bytes) -> None:
         self._buffer = rest
+        self._start = 0
         if self._paused and not self._write_paused and len(rest) <= self._limit:
             self._resume_reading()
 
@@ -391,7 +407,23 @@ class AsyncStream(asyncio.Protocol):
 
         With ``size`` >= 0, at most ``size`` bytes (the rest of the line comes next).
         """
-        buffer = self._buffer
+        buffer, start = self._buffer, self._start
+        end = buffer.find(b"\n", start) + 1
+        if not end or 0 <= size < end - start:
+            return await self._readline_slowly(size)
+        if end == len(buffer):
+            self._buffer, self._start = b"", 0
+            if self._paused:
+                self._keep(b"")
+            return buffer if not start else buffer[start:]
+        self._start = end
+        if self._paused and not self._write_paused and len(buffer) - end <= self._limit:
+            self._resume_reading()
+        return buffer[start:end]
+
+    async def _readline_slowly(self, size: int) -> bytes:
+        """readline() when the buffer holds no whole line, or it is longer than ``size``."""
+        buffer = self._compact()
         end = buffer.find(b"\n") + 1
         while not end:
             if 0 <= size <= len(buffer) or self._eof:
@@ -401,7 +433,7 @@ class AsyncStream(asyncio.Protocol):
             if self._paused and not self._write_paused:
                 self._resume_reading()  # the line is longer than the limit: let it come
             await _wait(self)
-            buffer = self._buffer
+            buffer = self._compact()
             end = buffer.find(b"\n", start) + 1
         if 0 <= size < end:
             end = size
@@ -415,16 +447,16 @@ class AsyncStream(asyncio.Protocol):
 
     async def read(self, n: int = -1) -> bytes:
         """``n`` bytes, fewer only at end of file; all until end of file if ``n`` < 0."""
-        while not self._eof and (n < 0 or len(self._buffer) < n):
+        while not self._eof and (n < 0 or len(self._compact()) < n):
             await self._more()
-        return self._take(len(self._buffer) if n < 0 else n)
+        return self._take(len(self._compact()) if n < 0 else n)
 
     async def read1(self, n: int = -1) -> bytes:
         """Whatever is available (waiting for at least one byte), at most ``n`` if ``n`` >= 0.
 
         ``b""`` only at end of file.
         """
-        while not self._buffer and not self._eof and n != 0:
+        while not self._compact() and not self._eof and n != 0:
             await self._more()
         return self._take(len(self._buffer) if n < 0 else n)
 
@@ -434,7 +466,7 @@ class AsyncStream(asyncio.Protocol):
         """Exactly ``n`` bytes; :class:`asyncio.IncompleteReadError` if the stream ends first."""
         if n < 0:
             raise ValueError("readexactly size can not be less than zero")
-        while len(self._buffer) < n:
+        while len(self._compact()) < n:
             if self._eof:
                 partial = self._take(n)
                 raise IncompleteReadError(partial, n)
@@ -452,7 +484,7 @@ class AsyncStream(asyncio.Protocol):
             raise ValueError("separator should be at least one-byte string")
         start = 0
         while True:
-            buffer = self._buffer
+            buffer = self._compact()
             found = buffer.find(separator, start)
             if found >= 0:
                 return self._take(found + len(separator))
@@ -465,7 +497,7 @@ class AsyncStream(asyncio.Protocol):
 
     def at_eof(self) -> bool:
         """True once the peer finished sending and everything was read."""
-        return self._eof and not self._buffer
+        return self._eof and not self._compact()
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self
@@ -477,7 +509,7 @@ class AsyncStream(asyncio.Protocol):
         return line
 
     def _take(self, n: int) -> bytes:
-        buffer = self._buffer
+        buffer = self._compact()
         if n >= len(buffer):
             self._keep(b"")
             return buffer
