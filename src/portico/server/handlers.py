@@ -102,6 +102,8 @@ class _SocketWriter(BufferedIOBase):
 
     def write(self, b: Any) -> int:
         self._sock.sendall(b)
+        if type(b) is bytes:  # the usual case: no memoryview needed to count it
+            return len(b)
         with memoryview(b) as view:
             return view.nbytes
 

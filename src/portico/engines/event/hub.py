@@ -145,22 +145,29 @@ class Hub:
     def wait(self, fd: int, *, write: bool, timeout: float | None) -> None:
         """Park the current task until ``fd`` is ready; TimeoutError after ``timeout``."""
         task = greenlet.getcurrent()
-        waiters = self._writers if write else self._readers
+        waiters, events = (self._writers, _OUT) if write else (self._readers, _IN)
         if fd in waiters:
             doing = "write" if write else "read"
             raise RuntimeError(f"another task is already waiting to {doing} descriptor {fd}")
-        self._watch(fd, _OUT if write else _IN)
+        mask = self._registered.get(fd)
+        if mask is None or mask & events != events:
+            self._watch(fd, events)
         waiters[fd] = task
-        timer = None
-        if timeout is not None:
-            timer = self.call_later(timeout, self._time_out, waiters, fd, task)
+        if timeout is None:
+            try:
+                self.greenlet.switch()  # the hub takes us out of waiters before it wakes us
+            except BaseException:  # killed (GreenletExit) where we wait
+                if waiters.get(fd) is task:
+                    del waiters[fd]
+                raise
+            return
+        timer = self.call_later(timeout, self._time_out, waiters, fd, task)
         try:
             value = self.greenlet.switch()
         finally:
             if waiters.get(fd) is task:
                 del waiters[fd]
-            if timer is not None:
-                timer.cancel()
+            timer.cancel()
         if value is _TIMED_OUT:
             raise TimeoutError("timed out")
 
@@ -273,7 +280,7 @@ class Hub:
         events = self._epoll.poll(-1 if timeout is None else timeout)
         sources = []
         readers, writers, connections = self._readers, self._writers, CONNECTIONS
-        clock, threshold = time.monotonic, self.block_warning
+        clock, threshold, wakeup = time.monotonic, self.block_warning, self._wakeup.fileno()
         for fd, mask in events:
             if mask & _IN:
                 connection = connections.get(fd)
@@ -291,7 +298,7 @@ class Hub:
                 self._switch(task, None)
             if fd in self._sources:
                 sources.append((self._sources[fd], mask))
-            elif fd == self._wakeup.fileno():
+            elif fd == wakeup:
                 self._wakeup.drain()
         self._run_due()
         return sources

@@ -66,7 +66,12 @@ def _cooperative_class(cls: type) -> type:
 
 def _wait(fd: int, *, write: bool, deadline: float | None = None) -> None:
     """Wait until ``fd`` is ready; TimeoutError past its timeout, BlockingIOError at 0."""
-    connection = CONNECTIONS.get(fd)
+    _wait_on(CONNECTIONS.get(fd), fd, write, deadline)
+
+
+def _wait_on(
+    connection: Connection | None, fd: int, write: bool, deadline: float | None = None
+) -> None:
     timeout = None if connection is None else connection.timeout
     if timeout is not None:
         if timeout == 0.0:
@@ -105,12 +110,12 @@ class CooperativeSocket(socket.socket):
         fd = self.fileno()
         connection = CONNECTIONS.get(fd)
         if connection is not None and connection.quiet:
-            _wait(fd, write=False)
+            _wait_on(connection, fd, False)
         while True:
             try:
                 data = _recv(self, bufsize, flags)
             except BlockingIOError:
-                _wait(fd, write=False)
+                _wait_on(connection, fd, False)
                 continue
             if connection is not None:
                 connection.quiet = len(data) < bufsize and not connection.ending
@@ -120,12 +125,12 @@ class CooperativeSocket(socket.socket):
         fd = self.fileno()
         connection = CONNECTIONS.get(fd)
         if connection is not None and connection.quiet:
-            _wait(fd, write=False)
+            _wait_on(connection, fd, False)
         while True:
             try:
                 received = _recv_into(self, buffer, nbytes, flags)
             except BlockingIOError:
-                _wait(fd, write=False)
+                _wait_on(connection, fd, False)
                 continue
             if connection is not None:
                 # Less than asked for: the kernel had no more, and new data makes an edge.
