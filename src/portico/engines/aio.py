@@ -44,7 +44,7 @@ from portico.engines.aio_handlers import (
     AsyncStreamRequestHandler,
 )
 from portico.engines.aio_streams import DEFAULT_LIMIT, AsyncStream, DatagramReply, HandlerTask
-from portico.engines.base import EngineStatistics
+from portico.engines.base import EngineStatistics, created_once
 from portico.errors import ConfigurationError
 from portico.net.addresses import mapped_ipv6_address, plain_peer_address
 from portico.net.wakeup import Wakeup, signals_wake
@@ -512,8 +512,6 @@ if TYPE_CHECKING:
 else:
     _ServerBase = object
 
-_engine_creation = threading.Lock()
-
 
 def _check_async_handler(handler: Any) -> None:
     if isinstance(handler, type) and issubclass(handler, AsyncBaseRequestHandler):
@@ -557,13 +555,7 @@ class AsyncMixIn(_ServerBase):
     @property
     def async_engine(self) -> AsyncEngine:
         """The engine, with its loop (created on first use)."""
-        engine = self._portico_async_engine
-        if engine is None:
-            with _engine_creation:
-                engine = self._portico_async_engine
-                if engine is None:
-                    engine = self._portico_async_engine = AsyncEngine(self)
-        return engine
+        return created_once(self, "_portico_async_engine", lambda: AsyncEngine(self))
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:

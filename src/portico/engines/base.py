@@ -9,10 +9,15 @@ hooks keep their meaning whatever runs underneath.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-__all__ = ["Engine", "EngineStatistics"]
+__all__ = ["Engine", "EngineStatistics", "created_once", "run_request"]
+
+_Created = TypeVar("_Created")
+_creation = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -58,3 +63,34 @@ class Engine(Protocol):
 
     def statistics(self) -> EngineStatistics:
         """A consistent, immutable snapshot of the engine's counters."""
+
+
+def created_once(owner: Any, attribute: str, create: Callable[[], _Created]) -> _Created:
+    """``owner.attribute``, set to ``create()`` the first time, once whatever the threads.
+
+    The mixins create their engine on first use rather than in ``__init__``,
+    so that attributes set on the instance after construction (``max_workers``,
+    ``block_on_close``, as the stdlib allows for its mixins) still count.
+    """
+    found: _Created | None = getattr(owner, attribute)
+    if found is None:
+        with _creation:
+            found = getattr(owner, attribute)
+            if found is None:
+                found = create()
+                setattr(owner, attribute, found)
+    return found
+
+
+def run_request(server: Any, request: Any, client_address: Any) -> None:
+    """What an engine's worker does with a request, as ``ThreadingMixIn`` does in its thread.
+
+    ``finish_request()``; an exception goes to ``handle_error()``; then
+    ``shutdown_request()`` whatever happened.
+    """
+    try:
+        server.finish_request(request, client_address)
+    except Exception:
+        server.handle_error(request, client_address)
+    finally:
+        server.shutdown_request(request)

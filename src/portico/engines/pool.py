@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from portico.engines.base import EngineStatistics
+from portico.engines.base import EngineStatistics, created_once, run_request
 from portico.errors import ConfigurationError
 from portico.server.inet import TCPServer, UDPServer
 
@@ -259,8 +259,6 @@ if TYPE_CHECKING:
 else:
     _ServerBase = object
 
-_pool_creation = threading.Lock()
-
 
 class PoolMixIn(_ServerBase):
     """Mix-in class to handle each request on a bounded pool of reused threads.
@@ -284,18 +282,15 @@ class PoolMixIn(_ServerBase):
     @property
     def worker_pool(self) -> WorkerPool:
         """The pool (created on first use; its workers start with the requests)."""
-        pool = self._portico_pool
-        if pool is None:
-            with _pool_creation:
-                pool = self._portico_pool
-                if pool is None:
-                    pool = self._portico_pool = WorkerPool(
-                        self.process_request_thread,
-                        max_workers=self.max_workers,
-                        wake=self._portico_wake,
-                        daemon=self.daemon_threads,
-                    )
-        return pool
+        return created_once(self, "_portico_pool", self._new_pool)
+
+    def _new_pool(self) -> WorkerPool:
+        return WorkerPool(
+            self.process_request_thread,
+            max_workers=self.max_workers,
+            wake=self._portico_wake,
+            daemon=self.daemon_threads,
+        )
 
     def statistics(self) -> PoolStatistics:
         """A snapshot of the pool's counters."""
@@ -306,12 +301,7 @@ class PoolMixIn(_ServerBase):
 
         In addition, exception handling is done here.
         """
-        try:
-            self.finish_request(request, client_address)
-        except Exception:
-            self.handle_error(request, client_address)
-        finally:
-            self.shutdown_request(request)
+        run_request(self, request, client_address)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Hand the request to a worker of the pool."""

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import selectors
 import socket
-import threading
 from typing import TYPE_CHECKING, Any
 
+from portico.engines.base import created_once, run_request
 from portico.engines.event.engine import EventEngine, EventStatistics
 from portico.server.inet import TCPServer, UDPServer
 
@@ -18,8 +18,6 @@ if TYPE_CHECKING:
     _ServerBase = BaseServer
 else:
     _ServerBase = object
-
-_engine_creation = threading.Lock()
 
 
 class EventMixIn(_ServerBase):
@@ -50,15 +48,10 @@ class EventMixIn(_ServerBase):
     @property
     def event_engine(self) -> EventEngine:
         """The engine (created on first use)."""
-        engine = self._portico_event
-        if engine is None:
-            with _engine_creation:
-                engine = self._portico_event
-                if engine is None:
-                    engine = self._portico_event = EventEngine(
-                        self.process_request_task, block_warning=self.loop_block_warning
-                    )
-        return engine
+        return created_once(self, "_portico_event", self._new_engine)
+
+    def _new_engine(self) -> EventEngine:
+        return EventEngine(self.process_request_task, block_warning=self.loop_block_warning)
 
     def statistics(self) -> EventStatistics:
         """A snapshot of the engine's counters."""
@@ -69,12 +62,7 @@ class EventMixIn(_ServerBase):
 
         In addition, exception handling is done here.
         """
-        try:
-            self.finish_request(request, client_address)
-        except Exception:
-            self.handle_error(request, client_address)
-        finally:
-            self.shutdown_request(request)
+        run_request(self, request, client_address)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Start a task for the request; it runs until it first waits."""
