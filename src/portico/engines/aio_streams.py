@@ -92,30 +92,9 @@ class HandlerTask:
             self._must_cancel = False
             exc = CancelledError()
         if exc is None:
-            self.resume()
-            return
-        self._blocked = None
-        loop = self._loop
-        _enter_task(loop, self)
-        self._running = True
-        try:
-            result = self._context.run(self._coro.throw, exc)
-        except (StopIteration, CancelledError):
-            self._finish()
-        except (KeyboardInterrupt, SystemExit):
-            self._finish()
-            raise
-        except BaseException:
-            self._owner.task_failed(self)
-            self._finish()
+            self._advance(self._coro.send, None)
         else:
-            if result is _WAITING:
-                self._blocked = _WAITING
-            else:
-                self._park(result)
-        finally:
-            self._running = False
-            _leave_task(loop, self)
+            self._advance(self._coro.throw, exc)
 
     def resume(self) -> None:
         """Send None into the coroutine: step() without a pending cancellation.
@@ -124,13 +103,17 @@ class HandlerTask:
         """
         if self._must_cancel:
             self.step()
-            return
+        else:
+            self._advance(self._coro.send, None)
+
+    def _advance(self, how: Callable[[Any], Any], value: Any) -> None:
+        """``how(value)`` (the coroutine's send or throw) as this task, in its context."""
         self._blocked = None
         loop = self._loop
         _enter_task(loop, self)
         self._running = True
         try:
-            result = self._context.run(self._coro.send, None)
+            result = self._context.run(how, value)
         except (StopIteration, CancelledError):
             self._finish()
         except (KeyboardInterrupt, SystemExit):
