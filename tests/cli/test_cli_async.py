@@ -7,32 +7,11 @@ import socket
 import textwrap
 
 import pytest
+from conversations import DEADLINE, converse, converse_on, udp_exchange
 
 pytestmark = pytest.mark.timeout(20)
 
 LOCAL = "127.0.0.1:0"
-DEADLINE = 5.0
-
-
-def converse_on(sock: socket.socket, lines: list[bytes]) -> list[bytes]:
-    with sock.makefile("rb") as answers:
-        replies = []
-        for line in lines:
-            sock.sendall(line)
-            replies.append(answers.readline())
-        return replies
-
-
-def converse(address, lines: list[bytes]) -> list[bytes]:
-    with socket.create_connection(address, timeout=DEADLINE) as sock:
-        return converse_on(sock, lines)
-
-
-def udp_exchange(address, payload: bytes) -> bytes:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(DEADLINE)
-        sock.sendto(payload, address)
-        return sock.recvfrom(65536)[0]
 
 
 @pytest.mark.parametrize(

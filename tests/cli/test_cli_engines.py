@@ -7,33 +7,13 @@ import socket
 import threading
 
 import pytest
+from conversations import DEADLINE, converse, udp_exchange
 
 from portico.engines import available_engines, default_max_workers
 
 pytestmark = pytest.mark.timeout(20)
 
 LOCAL = "127.0.0.1:0"
-DEADLINE = 5.0
-
-
-def converse(address, lines: list[bytes]) -> list[bytes]:
-    with (
-        socket.create_connection(address, timeout=DEADLINE) as sock,
-        sock.makefile("rb") as answers,
-    ):
-        replies = []
-        for line in lines:
-            sock.sendall(line)
-            replies.append(answers.readline())
-        return replies
-
-
-def udp_exchange(address, payload: bytes) -> bytes:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(DEADLINE)
-        sock.sendto(payload, address)
-        reply, _ = sock.recvfrom(65536)
-        return reply
 
 
 @pytest.mark.parametrize("engine", available_engines())

@@ -10,35 +10,11 @@ import stat
 import textwrap
 
 import pytest
+from conversations import DEADLINE, converse, converse_on, udp_exchange
 
 pytestmark = pytest.mark.timeout(10)
 
 LOCAL = "127.0.0.1:0"
-DEADLINE = 5.0
-
-
-def converse(address, lines: list[bytes]) -> list[bytes]:
-    """Send each line on one TCP connection and read its answer before the next."""
-    with socket.create_connection(address, timeout=DEADLINE) as sock:
-        return converse_on(sock, lines)
-
-
-def converse_on(sock: socket.socket, lines: list[bytes]) -> list[bytes]:
-    with sock.makefile("rb") as answers:
-        replies = []
-        for line in lines:
-            sock.sendall(line)
-            replies.append(answers.readline())
-        return replies
-
-
-def udp_exchange(address, payload: bytes) -> bytes:
-    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(DEADLINE)
-        sock.sendto(payload, address)
-        reply, _ = sock.recvfrom(65536)
-        return reply
 
 
 def test_upper_is_the_default_and_answers_every_line_of_a_connection(portico_serve):

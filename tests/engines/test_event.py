@@ -39,6 +39,11 @@ class Upper(portico.StreamRequestHandler):
             self.wfile.write(line.upper())
 
 
+class UpperDatagram(portico.DatagramRequestHandler):
+    def handle(self) -> None:
+        self.wfile.write(self.rfile.read().upper())
+
+
 def connect(address: Any) -> socket.socket:
     return socket.create_connection(address, timeout=DEADLINE)
 
@@ -226,10 +231,6 @@ def test_a_handler_that_holds_the_loop_is_logged_with_how_long(
 
 
 def test_datagrams_are_handled_as_tasks() -> None:
-    class UpperDatagram(portico.DatagramRequestHandler):
-        def handle(self) -> None:
-            self.wfile.write(self.rfile.read().upper())
-
     client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     with serving(EventUDPServer, UpperDatagram) as running, client:
         client.settimeout(DEADLINE)
@@ -314,10 +315,6 @@ def test_server_close_in_the_serving_thread_ends_waiting_handlers_with_their_cle
 
 
 def test_a_burst_of_datagrams_is_taken_in_batches_and_each_answered() -> None:
-    class UpperDatagram(portico.DatagramRequestHandler):
-        def handle(self) -> None:
-            self.wfile.write(self.rfile.read().upper())
-
     client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     with serving(EventUDPServer, UpperDatagram) as running, client:
         client.settimeout(DEADLINE)
