@@ -25,13 +25,21 @@ from portico.testing import has_ipv6_loopback
 
 PORTICO = (sys.executable, "-m", "portico")
 DEADLINE = 5.0  # seconds for any one thing we wait for
+# What systemd tells a service; a test run under systemd must not pass its own on.
+SYSTEMD_VARIABLES = frozenset(
+    ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+)
 
 
 def clean_env(
     extra: dict[str, str] | None = None, pythonpath: Path | None = None
 ) -> dict[str, str]:
     """The test's environment without PORTICO_* settings, plus ``extra``."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PORTICO_")}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("PORTICO_") and key not in SYSTEMD_VARIABLES
+    }
     if pythonpath is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), env.get("PYTHONPATH")]))
     env.update(extra or {})
@@ -49,8 +57,22 @@ def parse_address(text: str) -> Any:
 class ServerProcess(portico.testing.ServerProcess):
     """One ``portico serve`` subprocess and the lines of its stderr, read in a thread."""
 
-    def __init__(self, args: Sequence[str], env: dict[str, str], cwd: Path | None) -> None:
-        super().__init__([*PORTICO, "serve", *args], drain=True, env=env, cwd=cwd, timeout=DEADLINE)
+    def __init__(
+        self,
+        args: Sequence[str],
+        env: dict[str, str],
+        cwd: Path | None,
+        pass_fds: Sequence[int] = (),
+        prefix: Sequence[str] = (),
+    ) -> None:
+        super().__init__(
+            [*prefix, *PORTICO, "serve", *args],
+            drain=True,
+            env=env,
+            cwd=cwd,
+            timeout=DEADLINE,
+            pass_fds=pass_fds,
+        )
         self.addresses: list[Any] = []
 
     @property
@@ -76,9 +98,13 @@ def portico_serve() -> Iterator[StartServer]:
         env: dict[str, str] | None = None,
         pythonpath: Path | None = None,
         cwd: Path | None = None,
+        pass_fds: Sequence[int] = (),
+        prefix: Sequence[str] = (),
     ) -> ServerProcess:
-        server = ServerProcess(args, clean_env(env, pythonpath), cwd)
+        server = ServerProcess(args, clean_env(env, pythonpath), cwd, pass_fds, prefix)
         started.append(server)
+        if listeners == 0:  # the caller waits for what it needs
+            return server
         for match in server.wait_for(r"INFO portico\.cli: serving on (\S+)$", listeners):
             server.addresses.append(parse_address(match.group(1)))
         return server

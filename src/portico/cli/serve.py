@@ -1,16 +1,22 @@
 """``portico serve``: serve a handler on TCP, UDP or a Unix socket until a signal stops it.
 
 The first address builds the server and the others are added with
-``add_listener()``.  SIGINT and SIGTERM only call ``server.shutdown()``: the
-main thread runs ``serve_forever()``, so shutdown() sets the flag, wakes the
-loop and returns at once; the loop then returns, the previous signal
-handlers come back, and the server closes.
+``add_listener()``.  Sockets handed down instead (systemd's ``LISTEN_FDS``,
+or ``--fd N``) are served as they are, their family and type read from the
+socket.  Under systemd (``NOTIFY_SOCKET``) the server says READY=1 once it
+listens, STOPPING=1 when it stops, and pings the watchdog if asked to.
+
+SIGINT and SIGTERM only call ``server.shutdown()``: the main thread runs
+``serve_forever()``, so shutdown() sets the flag, wakes the loop and returns
+at once; the loop then returns, the previous signal handlers come back, and
+the server closes.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,6 +39,7 @@ from portico.cli.settings import (
 )
 from portico.engines import DEFAULT_ENGINE, ENGINES, choose_engine, default_max_workers
 from portico.errors import ConfigurationError
+from portico.net import activation, notify
 from portico.net.addresses import format_address, parse_host_port
 from portico.net.listeners import bind_errors_explained
 from portico.server.inet import TCPServer
@@ -48,6 +55,16 @@ def parse_unix_path(text: str) -> str:
     if not text or "\0" in text:
         raise ConfigurationError(f"{text!r} is not a usable socket path")
     return text
+
+
+def parse_descriptor(text: str) -> int:
+    try:
+        fd = int(text.strip())
+    except ValueError:
+        raise ConfigurationError(f"{text!r} is not a descriptor number") from None
+    if fd < 0:
+        raise ConfigurationError(f"{text!r} is not a descriptor number")
+    return fd
 
 
 def parse_engine(text: str) -> str:
@@ -101,6 +118,16 @@ SETTINGS = (
         help="permission bits of the --unix socket file, e.g. 660",
     ),
     Setting(
+        "fd",
+        parse_descriptor,
+        flag="--fd",
+        metavar="N",
+        env="PORTICO_FD",
+        repeat=True,
+        help="serve the bound socket inherited at descriptor N instead of binding; sockets "
+        "that systemd passes (LISTEN_FDS) are served without it",
+    ),
+    Setting(
         "engine",
         parse_engine,
         flag="--engine",
@@ -144,6 +171,7 @@ class ServeConfig:
     # command line's defaults are those of the settings above.
     engine: str = DEFAULT_ENGINE
     max_workers: int | None = None
+    fd: tuple[int, ...] = ()
 
     @classmethod
     def from_settings(cls, resolved: Resolved) -> ServeConfig:
@@ -152,6 +180,11 @@ class ServeConfig:
             raise ConfigurationError("--unix and --bind cannot be combined")
         if "unix_mode" in given and "unix" not in given:
             raise ConfigurationError("--unix-mode needs --unix")
+        if "fd" in given and given & {"bind", "unix", "udp"}:
+            raise ConfigurationError(
+                "--fd serves the socket as it is: it cannot be combined with --bind, --unix "
+                "or --udp"
+            )
         engine = choose_engine(resolved.values["engine"])
         if "max_workers" in given and not engine.bounded:
             raise ConfigurationError(f"--max-workers needs --engine pool, not {engine.name}")
@@ -174,23 +207,108 @@ def _check_no_duplicates(addresses: tuple[tuple[str, int], ...]) -> None:
 def run(resolved: Resolved) -> int:
     config = ServeConfig.from_settings(resolved)
     configure_logging(config.log_level)
-    transport = transport_for(unix=config.unix is not None, udp=config.udp)
-    handler = load_handler(config.handler, datagram=transport.datagram)
-    if config.engine == "async" and config.handler in BUILTINS:
-        handler = BUILTINS[config.handler].async_variant(datagram=transport.datagram)
-    server = open_server(transport, handler, config)
+    inherited = inherited_sockets(config, given_addresses=bool(resolved.given & {"bind", "unix"}))
+    try:
+        if inherited:
+            transport = transport_of(inherited)
+        else:
+            transport = transport_for(unix=config.unix is not None, udp=config.udp)
+        handler = load_handler(config.handler, datagram=transport.datagram)
+        if config.engine == "async" and config.handler in BUILTINS:
+            handler = BUILTINS[config.handler].async_variant(datagram=transport.datagram)
+    except BaseException:
+        for _, sock in inherited:
+            sock.close()
+        raise
+    if inherited:
+        server = adopt_server(transport, handler, config, inherited)
+    else:
+        server = open_server(transport, handler, config)
     try:
         log.info("handler %s over %s", config.handler, transport.name)
         log_engine(server, config.engine)
         with stop_on_signals(server) as received:
             log_addresses(server)
+            poll_interval = watch_for_systemd(server)
             # shutdown() wakes the loop at once; the poll interval only bounds how
             # late a signal that the OS delivered to another thread is noticed.
-            server.serve_forever(poll_interval=0.5)
+            notify.notify("READY=1\nSTATUS=serving")
+            server.serve_forever(poll_interval=poll_interval)
         log.info("stopping on %s", signal.Signals(received[0]).name if received else "request")
+        notify.notify("STOPPING=1")
     finally:
         server.server_close()
     return 0
+
+
+def inherited_sockets(
+    config: ServeConfig, *, given_addresses: bool
+) -> list[tuple[str, socket.socket]]:
+    """The sockets to serve as they are: ``--fd``'s, else systemd's, else none."""
+    if config.fd:
+        found: list[tuple[str, socket.socket]] = []
+        try:
+            for fd in config.fd:
+                found.append((f"--fd {fd}", activation.inherit_socket(fd)))
+        except BaseException:
+            for _, sock in found:
+                sock.close()
+            raise
+        return found
+    from_systemd = activation.listen_fds()
+    if from_systemd and given_addresses:
+        for _, sock in from_systemd:
+            sock.close()
+        raise ConfigurationError(
+            "systemd passed sockets (LISTEN_FDS): serve them without --bind or --unix"
+        )
+    return [(f"systemd {name}", sock) for name, sock in from_systemd]
+
+
+def transport_of(inherited: list[tuple[str, socket.socket]]) -> Transport:
+    """The transport of the inherited sockets, which must all be streams or all datagrams."""
+    kinds = {sock.type for _, sock in inherited}
+    if len(kinds) > 1:
+        raise ConfigurationError("the inherited sockets mix streams and datagrams")
+    first = inherited[0][1]
+    return transport_for(unix=first.family == socket.AF_UNIX, udp=first.type == socket.SOCK_DGRAM)
+
+
+def adopt_server(
+    transport: Transport,
+    handler: Callable[..., Any],
+    config: ServeConfig,
+    inherited: list[tuple[str, socket.socket]],
+) -> TCPServer:
+    """Build the server around inherited sockets: the first is its socket, the others added."""
+    (_, first), *others = inherited
+    server = transport.server_class(config.engine)(
+        first.getsockname(), handler, bind_and_activate=False
+    )
+    if config.max_workers is not None:
+        server.max_workers = config.max_workers  # type: ignore[attr-defined]
+    server.adopt_socket(first)
+    for _, sock in others:
+        server.add_listener(sock)
+    for origin, sock in inherited:
+        log.info("inherited %s: %s", origin, format_address(sock.getsockname()))
+    return server
+
+
+def watch_for_systemd(server: TCPServer) -> float:
+    """Ping systemd's watchdog from the serving loop if it asks; returns the poll interval."""
+    interval = notify.watchdog_interval()
+    if interval is None:
+        return 0.5
+    watchdog = notify.Watchdog(interval)
+    service_actions = server.service_actions
+
+    def actions_and_watchdog() -> None:
+        service_actions()
+        watchdog.tick()
+
+    server.service_actions = actions_and_watchdog  # type: ignore[method-assign]
+    return min(0.5, interval / 4)
 
 
 def open_server(

@@ -142,6 +142,20 @@ class TCPServer(BaseServer):
         """
         self.socket.listen(self.request_queue_size)
 
+    def adopt_socket(self, sock: socket.socket) -> None:
+        """Serve ``sock``, already bound (and listening, for streams), as ``self.socket``.
+
+        For sockets inherited from systemd or a parent process: build the
+        server with ``bind_and_activate=False`` and call this instead of
+        ``server_bind()`` and ``server_activate()``.  The server closes the
+        socket in ``server_close()`` but never removes a Unix socket's file,
+        which is not its own.
+        """
+        self.socket.close()
+        self.socket = sock
+        self.address_family = sock.family
+        self.server_address = sock.getsockname()
+
     def server_close(self) -> None:
         """Called to clean-up the server.
 

@@ -49,6 +49,7 @@ class ServerProcess:
         cwd: str | Path | None = None,
         stdin: bool = False,
         timeout: float = 10.0,
+        pass_fds: Sequence[int] = (),
     ) -> None:
         self.timeout = timeout
         self.stream = stream
@@ -68,6 +69,7 @@ class ServerProcess:
                 stderr=piped["stderr"],
                 env=None if env is None else dict(env),
                 cwd=cwd,
+                pass_fds=tuple(pass_fds),
             )
         output = self.popen.stdout if stream == "stdout" else self.popen.stderr
         assert output is not None
