@@ -34,6 +34,7 @@ import functools
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -452,6 +453,34 @@ class AsyncEngine:
         self._recheck_drain()  # closing connections no longer count
         self._end_accept_loop()  # server_close() takes over from here
 
+    def drain(self, deadline: float | None = None) -> bool:
+        """Run the loop in this thread until nothing is in flight, or ``deadline``.
+
+        While another thread runs the loop (serve_forever() finishing the
+        connections in flight), wait for it first.  True if nothing is left.
+        """
+        if self._closed:
+            return True
+        if self._runner == threading.get_ident():
+            return not self._in_flight()  # from a handler: it cannot wait for itself
+        remaining = _remaining(deadline)
+        if not self._run_lock.acquire(timeout=-1 if remaining is None else remaining):
+            return False
+        try:
+            if self._closed or not self._in_flight():
+                return True
+            self._runner = threading.get_ident()
+            try:
+                until = asyncio.wait_for(self._until_drained(), _remaining(deadline))
+                self.loop.run_until_complete(until)
+            except asyncio.TimeoutError:
+                return False
+            finally:
+                self._runner = None
+            return True
+        finally:
+            self._run_lock.release()
+
     def close(self, *, wait: bool = True) -> None:
         """Stop accepting, finish or cancel the handlers in flight, close the loop."""
         if self._closed:
@@ -608,6 +637,16 @@ class AsyncMixIn(_ServerBase):
         if engine is not None:
             engine.close(wait=self.block_on_close)
 
+    def _portico_wait_in_flight(self, deadline: float | None) -> bool:
+        engine = self._portico_async_engine
+        return engine is None or engine.drain(deadline)
+
+    def _portico_force_in_flight(self) -> None:
+        super()._portico_force_in_flight()
+        engine = self._portico_async_engine
+        if engine is not None:
+            engine.close(wait=False)
+
 
 class AsyncTCPServer(AsyncMixIn, TCPServer):
     pass
@@ -627,3 +666,7 @@ if hasattr(socket, "AF_UNIX"):
 
     class AsyncUnixDatagramServer(AsyncMixIn, UnixDatagramServer):
         pass
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())

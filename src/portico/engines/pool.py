@@ -313,6 +313,10 @@ class PoolMixIn(_ServerBase):
         if pool is not None:
             pool.close(wait=self.block_on_close)
 
+    def _portico_wait_in_flight(self, deadline: float | None) -> bool:
+        pool = self._portico_pool
+        return pool is None or pool.drain(deadline)
+
     def _portico_can_accept(self) -> bool:
         pool = self._portico_pool
         return pool is None or pool.can_accept()

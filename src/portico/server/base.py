@@ -18,10 +18,14 @@ The hooks, their order and their meaning are those of the standard library's
 
 from __future__ import annotations
 
+import contextlib
+import enum
 import logging
 import selectors
+import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +34,7 @@ from portico.net.accept import AcceptAction, AcceptBackoff, classify_accept_erro
 from portico.net.addresses import format_address
 from portico.net.wakeup import Wakeup, signals_wake
 
-__all__ = ["BaseServer"]
+__all__ = ["BaseServer", "ServerState"]
 
 # The stdlib prefers poll() where it exists: it has no FD_SETSIZE ceiling.
 _ServerSelector: type[selectors.BaseSelector]
@@ -45,6 +49,15 @@ error_log = logging.getLogger("portico.error")
 # What the serving loop selects on: a file-like object and the listener it stands for
 # (None means "the server itself": its fileno() and get_request(), as in the stdlib).
 Source = tuple[Any, Any]
+
+
+class ServerState(enum.Enum):
+    """Where a server is in its life; see :meth:`BaseServer.drain`."""
+
+    OPEN = "open"  # built; serving, or able to
+    DRAINING = "draining"  # listeners closed; the requests in flight finish
+    FORCED = "forced"  # the drain deadline passed: the connections left are being closed
+    CLOSED = "closed"  # server_close() ran
 
 
 class BaseServer:
@@ -102,6 +115,8 @@ class BaseServer:
     # a shutdown() then has nothing to stop, and must not leave a request
     # behind that would end the next serve_forever() at once.
     _portico_stopped: bool = False
+    _portico_state = ServerState.OPEN
+    _portico_requests: weakref.WeakSet[socket.socket] | None = None
     # Requests taken per readiness of a listener.  More than one only where an
     # engine made its listeners non-blocking, so that an empty queue ends the batch.
     _portico_accept_batch = 1
@@ -141,7 +156,12 @@ class BaseServer:
             # A shutdown() that came before us must win: check only after
             # clearing the event, which is what that shutdown() looked at.
             if not self.__shutdown_request:
-                self._portico_serve(poll_interval)
+                try:
+                    self._portico_serve(poll_interval)
+                except (OSError, ValueError):
+                    # drain() closed the listeners while the loop was setting up.
+                    if not self.draining:
+                        raise
         finally:
             self._portico_stopped = True
             self.__shutdown_request = False
@@ -166,6 +186,75 @@ class BaseServer:
         finally:
             self._portico_wakeup = None
             wakeup.close()
+
+    # -- the graceful stop -----------------------------------------------
+
+    @property
+    def state(self) -> ServerState:
+        """OPEN, DRAINING, FORCED or CLOSED (see :meth:`drain`)."""
+        return self._portico_state
+
+    @property
+    def draining(self) -> bool:
+        """True once :meth:`drain` began: a handler's loop should finish its request and return."""
+        return self._portico_state is not ServerState.OPEN
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Stop gracefully: no new connections, the ones in flight finish, then close.
+
+        DRAINING: the serving loop stops and the listeners close at once, so
+        a new connection is refused (not accepted and dropped later); handlers
+        see ``self.server.draining``.  The requests in flight run on, for up
+        to ``timeout`` seconds (None: as long as they take).  FORCED, if some
+        are left then: their sockets are shut down (a handler waiting on one
+        sees end of file or an error), asyncio and event tasks are cancelled,
+        forked children get SIGTERM, and nothing waits for them any more
+        (``block_on_close`` becomes false).  CLOSED: ``server_close()``.
+
+        Returns True if everything finished in time.  Call it from any thread
+        but a handler's; ``shutdown()`` and ``server_close()`` keep their
+        stdlib meaning.
+        """
+        if self._portico_state is ServerState.CLOSED:
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._portico_state = ServerState.DRAINING
+        self.__shutdown_request = True
+        wakeup = self._portico_wakeup
+        if wakeup is not None:
+            wakeup.set()
+        self._portico_close_listeners()
+        # A serial server's request in flight is the serving loop itself.
+        loop_stopped = True
+        if self._portico_serving_thread not in (None, threading.get_ident()):
+            loop_stopped = self.__is_shut_down.wait(_remaining(deadline))
+        finished = loop_stopped and self._portico_wait_in_flight(deadline)
+        if not finished:
+            self._portico_state = ServerState.FORCED
+            server_log.warning("drain deadline passed: closing the connections left")
+            vars(self)["block_on_close"] = False  # on the instance, as a user may set it
+            self._portico_force_in_flight()
+        self.server_close()
+        self._portico_state = ServerState.CLOSED
+        return finished
+
+    def _portico_close_listeners(self) -> None:
+        """Close the listening sockets (a server with listeners overrides this)."""
+
+    def _portico_wait_in_flight(self, deadline: float | None) -> bool:
+        """Wait for the requests in flight, until ``deadline``; True if none is left.
+
+        Here requests run in the serving loop, which has stopped by now.
+        Engines override this.
+        """
+        return True
+
+    def _portico_force_in_flight(self) -> None:
+        """Past the deadline: make the requests left end; engines add to this."""
+        for sock in list(self._portico_requests or ()):
+            if sock.fileno() != -1:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
     def _portico_shutdown_requested(self) -> bool:
         """Whether shutdown() asked the serving loop to stop (for engines with their own loop)."""
@@ -263,6 +352,12 @@ class BaseServer:
         except OSError as exc:
             self._portico_accept_failed(exc)
             return False
+        if isinstance(request, socket.socket):
+            # Remembered (weakly) so that a drain past its deadline can close it.
+            requests = self._portico_requests
+            if requests is None:
+                requests = self._portico_requests = weakref.WeakSet()
+            requests.add(request)
         if self._portico_accept.paused:
             self._portico_accept_recovered()
         if self.verify_request(request, client_address):
@@ -460,3 +555,7 @@ class _AcceptLoop:
                 self.gated = True
                 self._unwatch()
                 return
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -9,6 +9,7 @@ by a dead server is replaced while a live one is refused.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 from collections.abc import Callable
@@ -141,6 +142,15 @@ class TCPServer(BaseServer):
         May be overridden.
         """
         self.socket.listen(self.request_queue_size)
+
+    def _portico_close_listeners(self) -> None:
+        for listener in self.listeners:
+            # shutdown() first: it stops the socket listening at once (a new client is
+            # refused), even while the serving loop's poll() or a duplicate (the async
+            # engine's) still holds the descriptor open.
+            with contextlib.suppress(OSError):  # a datagram socket is "not connected"
+                listener.shutdown(socket.SHUT_RD)
+            listener.close()
 
     def adopt_socket(self, sock: socket.socket) -> None:
         """Serve ``sock``, already bound (and listening, for streams), as ``self.socket``.

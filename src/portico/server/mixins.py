@@ -7,8 +7,12 @@ portico's bounded engines arrive as separate mixins and never change these.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
+import signal
 import threading
+import time
 from typing import Any
 
 __all__ = ["ThreadingMixIn"]
@@ -83,6 +87,13 @@ class ThreadingMixIn:
     def server_close(self) -> None:
         super().server_close()  # type: ignore[misc]
         self._threads.join()
+
+    def _portico_wait_in_flight(self, deadline: float | None) -> bool:
+        # Threads are tracked only with block_on_close, as in the stdlib.
+        threads = list(self._threads) if isinstance(self._threads, list) else []
+        for thread in threads:
+            thread.join(_remaining(deadline))
+        return not any(thread.is_alive() for thread in threads)
 
 
 if hasattr(os, "fork"):
@@ -165,3 +176,40 @@ if hasattr(os, "fork"):
         def server_close(self) -> None:
             super().server_close()  # type: ignore[misc]
             self.collect_children(blocking=self.block_on_close)
+
+        def _portico_wait_in_flight(self, deadline: float | None) -> bool:
+            while True:
+                self.collect_children()
+                if not self.active_children:
+                    return True
+                remaining = _remaining(deadline)
+                if remaining == 0.0:
+                    return False
+                _wait_for_a_child(self.active_children, remaining)
+
+        def _portico_force_in_flight(self) -> None:
+            super()._portico_force_in_flight()  # type: ignore[misc]
+            for pid in self.active_children or ():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+
+    def _wait_for_a_child(pids: set[int], timeout: float | None) -> None:
+        """Wait until one of ``pids`` exits or ``timeout`` passes (no reaping)."""
+        if not hasattr(os, "pidfd_open"):  # not Linux: look again soon
+            time.sleep(0.05 if timeout is None else min(timeout, 0.05))
+            return
+        poller, fds = select.poll(), []
+        try:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    fds.append(os.pidfd_open(pid))
+                    poller.register(fds[-1], select.POLLIN)
+            if fds:
+                poller.poll(None if timeout is None else int(timeout * 1000) + 1)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -27,6 +27,7 @@ time it held the loop.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
@@ -233,7 +234,8 @@ class Hub:
 
     def remove_source(self, fd: int) -> None:
         if self._sources.pop(fd, None) is not None:
-            self._epoll.unregister(fd)
+            with contextlib.suppress(OSError):  # a listener that drain() closed already
+                self._epoll.unregister(fd)
 
     def forget(self, fd: int, *, closing: bool) -> None:
         """``fd`` leaves the hub (``closing``: it is about to close); wake whoever waits on it.

@@ -79,6 +79,19 @@ class EventMixIn(_ServerBase):
         if engine is not None:
             engine.close(wait=self.block_on_close)
 
+    def _portico_wait_in_flight(self, deadline: float | None) -> bool:
+        # In the serving thread this runs the loop; from another, it waits for the
+        # serving thread, which goes on running it after serve_forever() if
+        # block_on_close (otherwise nothing runs the tasks, and they are closed).
+        engine = self._portico_event
+        return engine is None or engine.drain(deadline)
+
+    def _portico_force_in_flight(self) -> None:
+        super()._portico_force_in_flight()
+        engine = self._portico_event
+        if engine is not None:
+            engine.close(wait=False)
+
     def _portico_new_selector(self) -> selectors.BaseSelector:
         for _, listener in self._portico_sources():
             sock = getattr(self, "socket", None) if listener is None else listener
