@@ -85,8 +85,8 @@ def test_a_blocking_handler_with_the_async_engine_is_a_usage_error(portico_run):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_signals_stop_at_once_with_clients_connected(portico_serve, signum):
-    server = portico_serve("--engine", "async", "--bind", LOCAL)
+def test_signals_with_no_drain_time_close_connected_clients(portico_serve, signum):
+    server = portico_serve("--engine", "async", "--bind", LOCAL, "--drain-timeout", "0")
     with socket.create_connection(server.addresses[0], timeout=DEADLINE) as idle:
         assert converse_on(idle, [b"still here\n"]) == [b"STILL HERE\n"]
         assert server.stop(signum) == 0

@@ -68,21 +68,57 @@ def test_the_pool_engine_takes_max_workers_from_the_command_line_or_environment(
     default.wait_for(rf"engine pool: at most {default_max_workers()} requests at once$")
 
 
-# serial runs the handler in the serving thread and fork in a child it waits for: draining
-# those (and the rest) on SIGTERM is the lifecycle work still to come.
+# serial runs the handler in the serving thread, which stops only once it returns, and fork
+# in children: their drains are tested elsewhere (tests/features/test_drain.py).
 CONCURRENT = [name for name in ("threads", "pool", "event", "async") if name in available_engines()]
+DRAINING = r"INFO portico\.server: draining: the listeners are closed"
 
 
 @pytest.mark.parametrize("engine", CONCURRENT)
-def test_the_concurrent_engines_stop_at_once_on_sigterm_with_a_connection_open(
-    portico_serve, engine: str
-) -> None:
+def test_sigterm_drains_the_connections_in_flight(portico_serve, engine: str) -> None:
     server = portico_serve("upper", "--engine", engine, "--bind", LOCAL)
+    address = server.addresses[0]
+    with (
+        socket.create_connection(address, timeout=DEADLINE) as held,
+        held.makefile("rb") as replies,
+    ):
+        held.sendall(b"before\n")
+        assert replies.readline() == b"BEFORE\n"
+        server.popen.send_signal(signal.SIGTERM)
+        server.wait_for(DRAINING)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(address, timeout=DEADLINE).close()
+        held.sendall(b"during the drain\n")
+        assert replies.readline() == b"DURING THE DRAIN\n"
+    assert server.wait() == 0  # once the client closed
+    server.wait_for(r"INFO portico\.cli: drained: every connection finished$")
+
+
+@pytest.mark.parametrize("engine", CONCURRENT)
+def test_the_drain_deadline_closes_what_is_left(portico_serve, engine: str) -> None:
+    server = portico_serve("--engine", engine, "--bind", LOCAL, "--drain-timeout", "0.3")
     with socket.create_connection(server.addresses[0], timeout=DEADLINE) as held:
-        held.sendall(b"still here\n")
-        assert held.makefile("rb").readline() == b"STILL HERE\n"
-        # The CLI does not drain yet: the open connection must not hold it up.
-        assert server.stop(signal.SIGTERM, timeout=DEADLINE) == 0
+        held.sendall(b"idle next\n")
+        assert held.recv(64) == b"IDLE NEXT\n"
+        server.popen.send_signal(signal.SIGTERM)
+        assert server.wait() == 0
+        assert held.recv(64) == b""  # closed by the server, not left hanging
+    server.wait_for(r"WARNING portico\.cli: drain deadline passed")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_a_second_signal_stops_at_once(portico_serve, signum: int) -> None:
+    server = portico_serve("--bind", LOCAL)  # threads, draining for up to 30 s
+    with socket.create_connection(server.addresses[0], timeout=DEADLINE) as held:
+        held.sendall(b"held\n")
+        assert held.recv(64) == b"HELD\n"
+        server.popen.send_signal(signum)
+        server.wait_for(DRAINING)
+        server.popen.send_signal(signum)
+        assert server.wait() == 0
+        assert held.recv(64) == b""
+    name = signal.Signals(signum).name
+    server.wait_for(rf"WARNING portico\.cli: stopping at once on a second {name}$")
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ the server closes.
 from __future__ import annotations
 
 import logging
+import selectors
 import signal
 import socket
 import threading
@@ -42,6 +43,7 @@ from portico.errors import ConfigurationError
 from portico.net import activation, notify
 from portico.net.addresses import format_address, parse_host_port
 from portico.net.listeners import bind_errors_explained
+from portico.net.wakeup import Wakeup, signals_wake
 from portico.server.inet import TCPServer
 
 __all__ = ["COMMAND", "SETTINGS", "ServeConfig", "run"]
@@ -65,6 +67,16 @@ def parse_descriptor(text: str) -> int:
     if fd < 0:
         raise ConfigurationError(f"{text!r} is not a descriptor number")
     return fd
+
+
+def parse_seconds(text: str) -> float:
+    try:
+        seconds = float(text.strip())
+    except ValueError:
+        raise ConfigurationError(f"{text!r} is not a number of seconds") from None
+    if not seconds >= 0:  # NaN too
+        raise ConfigurationError(f"{text!r} is not a number of seconds")
+    return seconds
 
 
 def parse_engine(text: str) -> str:
@@ -146,6 +158,16 @@ SETTINGS = (
         f"{default_max_workers()} here)",
     ),
     Setting(
+        "drain_timeout",
+        parse_seconds,
+        flag="--drain-timeout",
+        metavar="SECONDS",
+        default="30",
+        env="PORTICO_DRAIN_TIMEOUT",
+        help="on SIGTERM or SIGINT, how long the connections in flight may take to finish "
+        "before they are closed (a second signal closes them at once)",
+    ),
+    Setting(
         "log_level",
         parse_log_level,
         flag="--log-level",
@@ -172,6 +194,7 @@ class ServeConfig:
     engine: str = DEFAULT_ENGINE
     max_workers: int | None = None
     fd: tuple[int, ...] = ()
+    drain_timeout: float = 30.0
 
     @classmethod
     def from_settings(cls, resolved: Resolved) -> ServeConfig:
@@ -234,11 +257,76 @@ def run(resolved: Resolved) -> int:
             # late a signal that the OS delivered to another thread is noticed.
             notify.notify("READY=1\nSTATUS=serving")
             server.serve_forever(poll_interval=poll_interval)
-        log.info("stopping on %s", signal.Signals(received[0]).name if received else "request")
+        cause = signal.Signals(received[0]).name if received else "request"
         notify.notify("STOPPING=1")
+        drain(server, config.drain_timeout, cause, in_this_thread=config.engine in OWN_LOOP)
     finally:
         server.server_close()
     return 0
+
+
+def _drain_in_a_thread(server: TCPServer, timeout: float) -> bool:
+    """``server.drain(timeout)`` in a helper thread; this one wakes for signals meanwhile."""
+    result: list[bool] = []
+    finished = threading.Event()  # set before the wake-up, so that no wake-up is missed
+    done = Wakeup()
+
+    def work() -> None:
+        try:
+            result.append(server.drain(timeout))
+        finally:
+            finished.set()
+            done.set()
+
+    helper = threading.Thread(target=work, name="portico-drain", daemon=True)
+    try:
+        with signals_wake(done), selectors.DefaultSelector() as selector:
+            selector.register(done, selectors.EVENT_READ)
+            helper.start()
+            while not finished.is_set():
+                selector.select()  # a signal's handler runs as this returns
+                done.drain()
+    finally:
+        done.close()
+    return bool(result and result[0])
+
+
+class _SecondSignal(BaseException):
+    """A second SIGINT or SIGTERM while draining (not an Exception: no handler may catch it)."""
+
+
+# Engines whose requests run on a loop of this thread, so that drain() must run here too.
+OWN_LOOP = frozenset({"event", "async"})
+
+
+def drain(server: TCPServer, timeout: float, cause: str, *, in_this_thread: bool) -> None:
+    """Let the connections in flight finish, for up to ``timeout`` seconds.
+
+    A second SIGINT or SIGTERM meanwhile closes them at once.  The signal may
+    land on any thread; a main thread blocked joining request threads would
+    not notice it, so unless the engine's loop needs this thread, drain()
+    runs in a helper thread while this one waits on the signal wake-up.
+    """
+    log.info("stopping on %s: draining for up to %g s", cause, timeout)
+
+    def stop_now(signum: int, frame: FrameType | None) -> None:
+        raise _SecondSignal(signal.Signals(signum).name)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {signum: signal.signal(signum, stop_now) for signum in STOP_SIGNALS}
+    try:
+        drained = server.drain(timeout) if in_this_thread else _drain_in_a_thread(server, timeout)
+        if drained:
+            log.info("drained: every connection finished")
+        else:
+            log.warning("drain deadline passed: the connections left were closed")
+    except _SecondSignal as exc:
+        log.warning("stopping at once on a second %s", exc)
+        server.drain(0)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 def inherited_sockets(

@@ -8,9 +8,8 @@ next to the system call it wraps.  When the access log is off, nothing is
 wrapped, timed or formatted.
 
 The engine comes from :mod:`portico.engines` by name, composed over the
-access-logging server of the transport.  Stopping closes at once: request
-threads and pool workers are daemons that nobody waits for, and child
-processes are not waited for either.  (A graceful drain is a later addition.)
+access-logging server of the transport.  Stopping drains: see
+``_DrainedByTheCommand``.
 """
 
 from __future__ import annotations
@@ -186,10 +185,22 @@ def _log_key(request: Any) -> Any:
     return id(request[1]) if isinstance(request, tuple) else id(request)
 
 
-class _StopAtOnce:
-    """Request threads are daemons and server_close() does not wait for them."""
+class _DrainedByTheCommand:
+    """How ``portico serve`` stops: ``drain()``, by its deadline, after serve_forever().
+
+    Request threads and pool workers are daemons, so one stuck past the
+    deadline cannot keep the process alive.  ``block_on_close`` is true so
+    that the threads engine tracks its threads (drain() waits for them; the
+    stdlib tracks them only then), and false for the engines with a loop of
+    their own (event, async), whose serve_forever() would otherwise finish
+    the connections in flight itself, with no deadline, before drain() runs.
+    """
 
     daemon_threads = True
+    block_on_close = True
+
+
+class _LoopDrainedByTheCommand(_DrainedByTheCommand):
     block_on_close = False
 
 
@@ -219,7 +230,10 @@ class Transport:
         if found is None:
             name = with_engine.__name__.replace("ServeBase", "ServeServer")
             logs = (_AsyncAccessLog,) if engine == "async" else ()
-            made = type(name, (_StopAtOnce, *logs, with_engine), {})
+            stop = (
+                _LoopDrainedByTheCommand if engine in ("event", "async") else _DrainedByTheCommand
+            )
+            made = type(name, (stop, *logs, with_engine), {})
             found = _serve_classes.setdefault(with_engine, made)
         return found
 

@@ -28,7 +28,12 @@ def notify(state: str, environ: Mapping[str, str] | None = None) -> bool:
         path = "\0" + path[1:]
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            # Never wait: a full queue at the other end must not stall the serving loop.
+            sock.setblocking(False)
             sock.sendto(state.encode(), path)
+    except BlockingIOError:
+        log.debug("systemd's notification queue is full; %s dropped", state.partition("\n")[0])
+        return False
     except OSError as exc:
         log.warning("could not notify systemd of %s: %s", state.partition("\n")[0], exc)
         return False

@@ -224,6 +224,7 @@ class BaseServer:
         if wakeup is not None:
             wakeup.set()
         self._portico_close_listeners()
+        server_log.info("draining: the listeners are closed; the requests in flight finish")
         # A serial server's request in flight is the serving loop itself.
         loop_stopped = True
         if self._portico_serving_thread not in (None, threading.get_ident()):

@@ -13,6 +13,7 @@ import select
 import signal
 import threading
 import time
+import weakref
 from typing import Any
 
 __all__ = ["ThreadingMixIn"]
@@ -82,6 +83,7 @@ class ThreadingMixIn:
         )
         thread.daemon = self.daemon_threads
         self._threads.append(thread)
+        _request_threads(self).add(thread)  # for drain(), daemons too; weakly: no leak
         thread.start()
 
     def server_close(self) -> None:
@@ -89,11 +91,18 @@ class ThreadingMixIn:
         self._threads.join()
 
     def _portico_wait_in_flight(self, deadline: float | None) -> bool:
-        # Threads are tracked only with block_on_close, as in the stdlib.
-        threads = list(self._threads) if isinstance(self._threads, list) else []
+        threads = list(_request_threads(self))
         for thread in threads:
             thread.join(_remaining(deadline))
         return not any(thread.is_alive() for thread in threads)
+
+
+def _request_threads(server: Any) -> weakref.WeakSet[threading.Thread]:
+    """Every request thread of ``server`` still referenced (so, at least every live one)."""
+    threads: weakref.WeakSet[threading.Thread] | None = vars(server).get("_portico_threads")
+    if threads is None:
+        threads = vars(server).setdefault("_portico_threads", weakref.WeakSet())
+    return threads
 
 
 if hasattr(os, "fork"):
