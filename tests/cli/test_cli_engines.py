@@ -68,9 +68,11 @@ def test_the_pool_engine_takes_max_workers_from_the_command_line_or_environment(
     default.wait_for(rf"engine pool: at most {default_max_workers()} requests at once$")
 
 
-# serial runs the handler in the serving thread, which stops only once it returns, and fork
-# in children: their drains are tested elsewhere (tests/features/test_drain.py).
-CONCURRENT = [name for name in ("threads", "pool", "event", "async") if name in available_engines()]
+# serial runs the handler in the serving thread, which stops only once it returns: its drain
+# is tested in process (tests/features/test_drain.py).
+CONCURRENT = [
+    name for name in ("threads", "fork", "pool", "event", "async") if name in available_engines()
+]
 DRAINING = r"INFO portico\.server: draining: the listeners are closed"
 
 

@@ -208,7 +208,7 @@ class BaseServer:
         to ``timeout`` seconds (None: as long as they take).  FORCED, if some
         are left then: their sockets are shut down (a handler waiting on one
         sees end of file or an error), asyncio and event tasks are cancelled,
-        forked children get SIGTERM, and nothing waits for them any more
+        forked children are killed, and nothing waits for them any more
         (``block_on_close`` becomes false).  CLOSED: ``server_close()``.
 
         Returns True if everything finished in time.  Call it from any thread

@@ -198,9 +198,12 @@ if hasattr(os, "fork"):
 
         def _portico_force_in_flight(self) -> None:
             super()._portico_force_in_flight()  # type: ignore[misc]
+            # SIGKILL: the deadline has passed, and a child runs with the signal
+            # handlers of the parent it was forked from, which may not end it.
             for pid in self.active_children or ():
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
+                    os.kill(pid, signal.SIGKILL)
+            self.collect_children()
 
     def _wait_for_a_child(pids: set[int], timeout: float | None) -> None:
         """Wait until one of ``pids`` exits or ``timeout`` passes (no reaping)."""
