@@ -93,7 +93,7 @@ def test_sigterm_drains_the_connections_in_flight(portico_serve, engine: str) ->
         held.sendall(b"during the drain\n")
         assert replies.readline() == b"DURING THE DRAIN\n"
     assert server.wait() == 0  # once the client closed
-    server.wait_for(r"INFO portico\.cli: drained: every connection finished$")
+    server.wait_for(r"INFO portico\.server: drained: every connection finished$")
 
 
 @pytest.mark.parametrize("engine", CONCURRENT)
@@ -105,7 +105,7 @@ def test_the_drain_deadline_closes_what_is_left(portico_serve, engine: str) -> N
         server.popen.send_signal(signal.SIGTERM)
         assert server.wait() == 0
         assert held.recv(64) == b""  # closed by the server, not left hanging
-    server.wait_for(r"WARNING portico\.cli: drain deadline passed")
+    server.wait_for(r"WARNING portico\.server: drain deadline passed")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
@@ -120,7 +120,7 @@ def test_a_second_signal_stops_at_once(portico_serve, signum: int) -> None:
         assert server.wait() == 0
         assert held.recv(64) == b""
     name = signal.Signals(signum).name
-    server.wait_for(rf"WARNING portico\.cli: stopping at once on a second {name}$")
+    server.wait_for(rf"WARNING portico\.server: stopping at once on a second {name}$")
 
 
 @pytest.mark.parametrize(

@@ -179,7 +179,7 @@ def test_signals_stop_cleanly_with_exit_code_0(portico_serve, signum):
         # With no time to drain, a client still connected does not hold the stop up.
         assert server.stop(signum) == 0
     name = signal.Signals(signum).name
-    assert f"INFO portico.cli: stopping on {name}" in server.stderr
+    assert f"INFO portico.server: stopping on {name}" in server.stderr
     assert "Traceback" not in server.stderr
 
 

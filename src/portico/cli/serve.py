@@ -15,14 +15,9 @@ the server closes.
 from __future__ import annotations
 
 import logging
-import selectors
-import signal
 import socket
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
-from types import FrameType
 from typing import Any
 
 from portico.cli.builtin import BUILTINS, DEFAULT_HANDLER
@@ -43,14 +38,12 @@ from portico.errors import ConfigurationError
 from portico.net import activation, notify
 from portico.net.addresses import format_address, parse_host_port
 from portico.net.listeners import bind_errors_explained
-from portico.net.wakeup import Wakeup, signals_wake
 from portico.server.inet import TCPServer
+from portico.server.lifecycle import serve_until_signalled
 
 __all__ = ["COMMAND", "SETTINGS", "ServeConfig", "run"]
 
 log = logging.getLogger("portico.cli")
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def parse_unix_path(text: str) -> str:
@@ -250,83 +243,23 @@ def run(resolved: Resolved) -> int:
     try:
         log.info("handler %s over %s", config.handler, transport.name)
         log_engine(server, config.engine)
-        with stop_on_signals(server) as received:
-            log_addresses(server)
-            poll_interval = watch_for_systemd(server)
-            # shutdown() wakes the loop at once; the poll interval only bounds how
-            # late a signal that the OS delivered to another thread is noticed.
+        log_addresses(server)
+
+        def serving() -> None:
             notify.notify("READY=1\nSTATUS=serving")
-            server.serve_forever(poll_interval=poll_interval)
-        cause = signal.Signals(received[0]).name if received else "request"
-        notify.notify("STOPPING=1")
-        drain(server, config.drain_timeout, cause, in_this_thread=config.engine in OWN_LOOP)
+
+        # shutdown() wakes the loop at once; the poll interval only bounds how
+        # late a signal that the OS delivered to another thread is noticed.
+        serve_until_signalled(
+            server,
+            drain_timeout=config.drain_timeout,
+            poll_interval=watch_for_systemd(server),
+            serving=serving,
+            stopping=lambda: notify.notify("STOPPING=1"),
+        )
     finally:
         server.server_close()
     return 0
-
-
-def _drain_in_a_thread(server: TCPServer, timeout: float) -> bool:
-    """``server.drain(timeout)`` in a helper thread; this one wakes for signals meanwhile."""
-    result: list[bool] = []
-    finished = threading.Event()  # set before the wake-up, so that no wake-up is missed
-    done = Wakeup()
-
-    def work() -> None:
-        try:
-            result.append(server.drain(timeout))
-        finally:
-            finished.set()
-            done.set()
-
-    helper = threading.Thread(target=work, name="portico-drain", daemon=True)
-    try:
-        with signals_wake(done), selectors.DefaultSelector() as selector:
-            selector.register(done, selectors.EVENT_READ)
-            helper.start()
-            while not finished.is_set():
-                selector.select()  # a signal's handler runs as this returns
-                done.drain()
-    finally:
-        done.close()
-    return bool(result and result[0])
-
-
-class _SecondSignal(BaseException):
-    """A second SIGINT or SIGTERM while draining (not an Exception: no handler may catch it)."""
-
-
-# Engines whose requests run on a loop of this thread, so that drain() must run here too.
-OWN_LOOP = frozenset({"event", "async"})
-
-
-def drain(server: TCPServer, timeout: float, cause: str, *, in_this_thread: bool) -> None:
-    """Let the connections in flight finish, for up to ``timeout`` seconds.
-
-    A second SIGINT or SIGTERM meanwhile closes them at once.  The signal may
-    land on any thread; a main thread blocked joining request threads would
-    not notice it, so unless the engine's loop needs this thread, drain()
-    runs in a helper thread while this one waits on the signal wake-up.
-    """
-    log.info("stopping on %s: draining for up to %g s", cause, timeout)
-
-    def stop_now(signum: int, frame: FrameType | None) -> None:
-        raise _SecondSignal(signal.Signals(signum).name)
-
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        previous = {signum: signal.signal(signum, stop_now) for signum in STOP_SIGNALS}
-    try:
-        drained = server.drain(timeout) if in_this_thread else _drain_in_a_thread(server, timeout)
-        if drained:
-            log.info("drained: every connection finished")
-        else:
-            log.warning("drain deadline passed: the connections left were closed")
-    except _SecondSignal as exc:
-        log.warning("stopping at once on a second %s", exc)
-        server.drain(0)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 def inherited_sockets(
@@ -434,29 +367,6 @@ def log_engine(server: TCPServer, engine: str) -> None:
 def log_addresses(server: TCPServer) -> None:
     for address in server.server_addresses:
         log.info("serving on %s", format_address(address))
-
-
-@contextmanager
-def stop_on_signals(server: TCPServer) -> Iterator[list[int]]:
-    """Make SIGINT and SIGTERM call ``server.shutdown()``; yields the signals received.
-
-    Handlers can only be installed from the main thread; elsewhere this does nothing.
-    """
-    received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
-        server.shutdown()
-
-    previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS}
-    try:
-        yield received
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 COMMAND = Command(

@@ -573,6 +573,8 @@ class AsyncMixIn(_ServerBase):
     daemon_threads = False
 
     _portico_async = True
+    # Its requests run on a loop of the serving thread: drain() must run there too.
+    _portico_drain_in_serving_thread = True
     _portico_async_engine: AsyncEngine | None = None
 
     def __init__(

@@ -39,6 +39,8 @@ class EventMixIn(_ServerBase):
 
     block_on_close = True
     loop_block_warning: float | None = 0.1
+    # Its requests run on a loop of the serving thread: drain() must run there too.
+    _portico_drain_in_serving_thread = True
     # Listeners are non-blocking here, so a readiness may take a burst of
     # connections or datagrams at once; an empty queue ends the batch.
     _portico_accept_batch = 64
