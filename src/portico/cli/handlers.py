@@ -21,7 +21,7 @@ from portico.cli.builtin import BUILTINS
 from portico.errors import ConfigurationError
 from portico.server.handlers import DatagramRequestHandler, StreamRequestHandler
 
-__all__ = ["load_handler", "parse_handler_spec"]
+__all__ = ["load_callable", "load_handler", "parse_handler_spec"]
 
 _STREAM_BASES = (StreamRequestHandler, socketserver.StreamRequestHandler)
 _DATAGRAM_BASES = (DatagramRequestHandler, socketserver.DatagramRequestHandler)
@@ -51,27 +51,38 @@ def load_handler(spec: str, *, datagram: bool) -> Callable[..., Any]:
 
 
 def _import_handler(spec: str) -> Callable[..., Any]:
-    module_name, _, qualname = spec.partition(":")
-    found: Any = _import_module(spec, module_name)
+    return load_callable(spec, what="handler", expected="a request handler class")
+
+
+def load_callable(spec: str, *, what: str, expected: str) -> Callable[..., Any]:
+    """Import ``module:name`` (a dotted name is looked up attribute by attribute).
+
+    ``what`` names the setting in messages ("handler", "--worker-init");
+    ``expected`` says what the object must be.
+    """
+    module_name, sep, qualname = spec.partition(":")
+    if not (sep and module_name and qualname):
+        raise ConfigurationError(f"{what} {spec!r}: use module:name")
+    found: Any = _import_module(spec, module_name, what)
     for name in qualname.split("."):
         try:
             found = getattr(found, name)
         except AttributeError:
             raise ConfigurationError(
-                f"handler {spec!r}: module {module_name!r} has no attribute {qualname!r}"
+                f"{what} {spec!r}: module {module_name!r} has no attribute {qualname!r}"
             ) from None
     if not callable(found):
-        raise ConfigurationError(f"handler {spec!r} is not a request handler class")
+        raise ConfigurationError(f"{what} {spec!r} is not {expected}")
     return found  # type: ignore[no-any-return]
 
 
-def _import_module(spec: str, module_name: str) -> ModuleType:
+def _import_module(spec: str, module_name: str, what: str) -> ModuleType:
     _make_cwd_importable()
     try:
         return importlib.import_module(module_name)
     except Exception as exc:  # whatever the module raised while importing
         raise ConfigurationError(
-            f"handler {spec!r}: cannot import {module_name!r}: {type(exc).__name__}: {exc}"
+            f"{what} {spec!r}: cannot import {module_name!r}: {type(exc).__name__}: {exc}"
         ) from exc
 
 

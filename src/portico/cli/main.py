@@ -2,7 +2,8 @@
 
 This is the one place where exceptions become exit codes: 0 for a clean stop,
 2 for a usage or configuration error (argparse's convention), 1 for a server
-that cannot listen or fails while serving.  Expected errors are reported as
+that cannot listen or fails while serving, 3 for a prefork worker that could
+not boot (the master stops rather than crash-loop).  Expected errors are reported as
 one line on stderr, without a traceback.
 """
 
@@ -18,8 +19,17 @@ from portico import __version__
 from portico.cli import bench, serve
 from portico.cli.settings import Command, add_arguments, resolve
 from portico.errors import ConfigurationError, PorticoError
+from portico.prefork import EXIT_WORKER_BOOT, WorkerBootError
 
-__all__ = ["COMMANDS", "EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
+__all__ = [
+    "COMMANDS",
+    "EXIT_FAILURE",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "EXIT_WORKER_BOOT",
+    "build_parser",
+    "main",
+]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -55,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(argv)
     except ConfigurationError as exc:
         return _fail(exc, EXIT_USAGE)
+    except WorkerBootError as exc:
+        return _fail(exc, EXIT_WORKER_BOOT)
     except (PorticoError, OSError) as exc:
         return _fail(exc, EXIT_FAILURE)
     except KeyboardInterrupt:

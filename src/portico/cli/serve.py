@@ -6,20 +6,23 @@ or ``--fd N``) are served as they are, their family and type read from the
 socket.  Under systemd (``NOTIFY_SOCKET``) the server says READY=1 once it
 listens, STOPPING=1 when it stops, and pings the watchdog if asked to.
 
-SIGINT and SIGTERM only call ``server.shutdown()``: the main thread runs
-``serve_forever()``, so shutdown() sets the flag, wakes the loop and returns
-at once; the loop then returns, the previous signal handlers come back, and
-the server closes.
+SIGINT and SIGTERM drain the server (``serve_until_signalled``): the
+listeners close, the connections in flight get ``--drain-timeout`` seconds,
+a second signal closes them at once.  With ``--workers N`` the process is a
+prefork master instead (:mod:`portico.cli.prefork`): it builds the same
+server, then forks N workers that serve it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from portico.cli import prefork
 from portico.cli.builtin import BUILTINS, DEFAULT_HANDLER
 from portico.cli.handlers import load_handler, parse_handler_spec
 from portico.cli.logs import configure_logging
@@ -38,6 +41,7 @@ from portico.errors import ConfigurationError
 from portico.net import activation, notify
 from portico.net.addresses import format_address, parse_host_port
 from portico.net.listeners import bind_errors_explained
+from portico.prefork.upgrade import UPGRADE_VARIABLE, remove_pid_file, write_pid_file
 from portico.server.inet import TCPServer
 from portico.server.lifecycle import serve_until_signalled
 
@@ -160,6 +164,16 @@ SETTINGS = (
         help="on SIGTERM or SIGINT, how long the connections in flight may take to finish "
         "before they are closed (a second signal closes them at once)",
     ),
+    *prefork.SETTINGS,
+    Setting(
+        "pid_file",
+        str,
+        flag="--pid-file",
+        metavar="PATH",
+        env="PORTICO_PID_FILE",
+        help="write the serving (master) process's pid to PATH once it serves; a "
+        "zero-downtime restart (SIGUSR2) rewrites it",
+    ),
     Setting(
         "log_level",
         parse_log_level,
@@ -188,6 +202,13 @@ class ServeConfig:
     max_workers: int | None = None
     fd: tuple[int, ...] = ()
     drain_timeout: float = 30.0
+    workers: int | None = None
+    reuse_port: bool = False
+    worker_timeout: float = 30.0
+    max_requests: int = 0
+    max_requests_jitter: int = 0
+    worker_init: str | None = None
+    pid_file: str | None = None
 
     @classmethod
     def from_settings(cls, resolved: Resolved) -> ServeConfig:
@@ -205,6 +226,10 @@ class ServeConfig:
         if "max_workers" in given and not engine.bounded:
             raise ConfigurationError(f"--max-workers needs --engine pool, not {engine.name}")
         _check_no_duplicates(resolved.values["bind"])
+        for name in prefork.PREFORK_ONLY:
+            if name in given and "workers" not in given:
+                flag = name.replace("_", "-")
+                raise ConfigurationError(f"--{flag} needs --workers")
         return cls(**resolved.values)
 
     @property
@@ -223,7 +248,14 @@ def _check_no_duplicates(addresses: tuple[tuple[str, int], ...]) -> None:
 def run(resolved: Resolved) -> int:
     config = ServeConfig.from_settings(resolved)
     configure_logging(config.log_level)
-    inherited = inherited_sockets(config, given_addresses=bool(resolved.given & {"bind", "unix"}))
+    # A new master taking over from the old one (SIGUSR2) serves the old one's sockets.
+    upgrading = UPGRADE_VARIABLE in os.environ
+    given_addresses = bool(resolved.given & {"bind", "unix"}) and not upgrading
+    inherited = inherited_sockets(config, given_addresses=given_addresses, upgrading=upgrading)
+    if config.reuse_port:
+        prefork.check_reuse_port(
+            config.addresses, inherited=bool(inherited), unix=config.unix is not None
+        )
     try:
         if inherited:
             transport = transport_of(inherited)
@@ -236,6 +268,8 @@ def run(resolved: Resolved) -> int:
         for _, sock in inherited:
             sock.close()
         raise
+    if config.workers is not None:
+        return run_prefork(config, transport, handler, inherited)
     if inherited:
         server = adopt_server(transport, handler, config, inherited)
     else:
@@ -247,6 +281,8 @@ def run(resolved: Resolved) -> int:
 
         def serving() -> None:
             notify.notify("READY=1\nSTATUS=serving")
+            if config.pid_file is not None:
+                write_pid_file(config.pid_file)
 
         # shutdown() wakes the loop at once; the poll interval only bounds how
         # late a signal that the OS delivered to another thread is noticed.
@@ -259,14 +295,42 @@ def run(resolved: Resolved) -> int:
         )
     finally:
         server.server_close()
+        if config.pid_file is not None:
+            remove_pid_file(config.pid_file)
+    return 0
+
+
+def run_prefork(
+    config: ServeConfig,
+    transport: Transport,
+    handler: Callable[..., Any],
+    inherited: list[tuple[str, socket.socket]],
+) -> int:
+    """Be the master of ``config.workers`` workers; returns once they have all stopped."""
+
+    def make_server() -> TCPServer:
+        if inherited:
+            return adopt_server(transport, handler, config, inherited)
+        return open_server(transport, handler, config)
+
+    supervisor = prefork.build_supervisor(config, make_server)
+    server = supervisor.open()
+    log.info("handler %s over %s", config.handler, transport.name)
+    log_engine(server, config.engine)
+    log_addresses(server)
+    supervisor.run()
     return 0
 
 
 def inherited_sockets(
-    config: ServeConfig, *, given_addresses: bool
+    config: ServeConfig, *, given_addresses: bool, upgrading: bool = False
 ) -> list[tuple[str, socket.socket]]:
-    """The sockets to serve as they are: ``--fd``'s, else systemd's, else none."""
-    if config.fd:
+    """The sockets to serve as they are: ``--fd``'s, else systemd's, else none.
+
+    A new master taking over (``upgrading``) serves the ones its old master
+    passed, systemd-style, whatever its command line says.
+    """
+    if config.fd and not upgrading:
         found: list[tuple[str, socket.socket]] = []
         try:
             for fd in config.fd:
@@ -341,6 +405,9 @@ def open_server(
     with bind_errors_explained(first):
         server = server_class(first, handler, bind_and_activate=False)
     server.unix_socket_mode = config.unix_mode
+    if config.reuse_port:
+        # Each prefork worker binds its own socket (an instance attribute: 3.10 has no class one).
+        server.allow_reuse_port = True  # type: ignore[attr-defined]
     if config.max_workers is not None:
         server.max_workers = config.max_workers  # type: ignore[attr-defined]
     try:

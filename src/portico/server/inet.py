@@ -92,6 +92,7 @@ class TCPServer(BaseServer):
     unix_socket_mode: int | None = None
 
     _portico_unix_file: UnixSocketFile | None = None
+    _portico_listeners_shared = False
 
     def __init__(
         self,
@@ -145,6 +146,11 @@ class TCPServer(BaseServer):
 
     def _portico_close_listeners(self) -> None:
         for listener in self.listeners:
+            if self._portico_listeners_shared:
+                # Another process listens on it too (systemd, a prefork master, its other
+                # workers): shutdown() would stop it listening for them all.
+                listener.close()
+                continue
             # shutdown() first: it stops the socket listening at once (a new client is
             # refused), even while the serving loop's poll() or a duplicate (the async
             # engine's) still holds the descriptor open.
@@ -159,12 +165,34 @@ class TCPServer(BaseServer):
         server with ``bind_and_activate=False`` and call this instead of
         ``server_bind()`` and ``server_activate()``.  The server closes the
         socket in ``server_close()`` but never removes a Unix socket's file,
-        which is not its own.
+        which is not its own, and draining only closes it: the process that
+        passed it may still be listening on it.
         """
         self.socket.close()
         self.socket = sock
         self.address_family = sock.family
         self.server_address = sock.getsockname()
+        self._portico_listeners_shared = True
+
+    def share_listeners(self) -> None:
+        """Declare the listening sockets shared with other processes (portico).
+
+        A prefork worker, or a master handing its sockets to its successor,
+        calls this: draining then only closes this process's descriptors
+        (never ``shutdown()``, which would stop the socket listening for
+        every process), ``server_close()`` leaves Unix socket files in place
+        for the processes still serving them, and the listeners become
+        non-blocking, since a process that wakes for a client another one
+        accepted must not block in ``accept()``.
+        """
+        self._portico_listeners_shared = True
+        self._portico_unix_file = None
+        self._portico_extra_files = []
+        for listener in self.listeners:
+            # Every process that waits on it wakes for a new client and one wins:
+            # the others' accept() must fail at once, not block until the next one.
+            if listener.fileno() != -1:
+                listener.setblocking(False)
 
     def server_close(self) -> None:
         """Called to clean-up the server.

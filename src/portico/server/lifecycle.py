@@ -36,28 +36,30 @@ def serve_until_signalled(
     poll_interval: float = 0.5,
     serving: Callable[[], object] | None = None,
     stopping: Callable[[], object] | None = None,
+    signals: tuple[int, ...] = STOP_SIGNALS,
 ) -> str:
     """Serve until SIGTERM or SIGINT, then drain; returns the signal's name ("request" if
     something else called ``shutdown()``).  ``serving()`` is called just before serving,
     ``stopping()`` just before draining (systemd's READY and STOPPING, say).
 
-    Signal handlers are installed only in the main thread (elsewhere nothing
-    stops the server but ``shutdown()``).
+    ``signals`` are the ones that stop it (a prefork worker leaves SIGINT to
+    its master).  Signal handlers are installed only in the main thread
+    (elsewhere nothing stops the server but ``shutdown()``).
     """
-    with stop_on_signals(server) as received:
+    with stop_on_signals(server, signals) as received:
         if serving is not None:
             serving()
         server.serve_forever(poll_interval=poll_interval)
     cause = signal.Signals(received[0]).name if received else "request"
     if stopping is not None:
         stopping()
-    drain_on_signals(server, drain_timeout, cause)
+    drain_on_signals(server, drain_timeout, cause, signals)
     return cause
 
 
 @contextmanager
-def stop_on_signals(server: Any) -> Iterator[list[int]]:
-    """Make SIGINT and SIGTERM call ``server.shutdown()``; yields the signals received."""
+def stop_on_signals(server: Any, signals: tuple[int, ...] = STOP_SIGNALS) -> Iterator[list[int]]:
+    """Make ``signals`` (SIGINT and SIGTERM) call ``server.shutdown()``; yields those received."""
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield received
@@ -67,7 +69,7 @@ def stop_on_signals(server: Any) -> Iterator[list[int]]:
         received.append(signum)
         server.shutdown()
 
-    with _signal_handlers(on_signal):
+    with _signal_handlers(on_signal, signals):
         yield received
 
 
@@ -75,8 +77,13 @@ class _SecondSignal(BaseException):  # not an Exception: no handler may catch it
     """A second SIGINT or SIGTERM while draining."""
 
 
-def drain_on_signals(server: Any, timeout: float | None, cause: str = "request") -> bool:
-    """``server.drain(timeout)``; a SIGINT or SIGTERM meanwhile closes everything at once.
+def drain_on_signals(
+    server: Any,
+    timeout: float | None,
+    cause: str = "request",
+    signals: tuple[int, ...] = STOP_SIGNALS,
+) -> bool:
+    """``server.drain(timeout)``; one of ``signals`` meanwhile closes everything at once.
 
     A signal may land on any thread, and a main thread blocked joining
     request threads would not notice it: unless the server's requests run on
@@ -91,7 +98,7 @@ def drain_on_signals(server: Any, timeout: float | None, cause: str = "request")
 
     main = threading.current_thread() is threading.main_thread()
     try:
-        with _signal_handlers(stop_now) if main else _nothing():
+        with _signal_handlers(stop_now, signals) if main else _nothing():
             if getattr(server, "_portico_drain_in_serving_thread", False) or not main:
                 drained: bool = server.drain(timeout)
             else:
@@ -134,8 +141,10 @@ def _drain_in_a_thread(server: Any, timeout: float | None) -> bool:
 
 
 @contextmanager
-def _signal_handlers(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
-    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+def _signal_handlers(
+    handler: Callable[[int, FrameType | None], None], signals: tuple[int, ...]
+) -> Iterator[None]:
+    previous = {signum: signal.signal(signum, handler) for signum in signals}
     try:
         yield
     finally:

@@ -1,0 +1,30 @@
+"""Handlers and worker hooks that the prefork tests serve (imported by the worker processes)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from portico import StreamRequestHandler
+
+
+class PidUpper(StreamRequestHandler):
+    """Each line back upper-cased, after the pid of the worker that serves it."""
+
+    def handle(self) -> None:
+        for line in self.rfile:
+            if line.strip() == b"hang":
+                threading.Event().wait()  # blocks the serving loop of a serial worker
+            self.wfile.write(b"%d %s" % (os.getpid(), line.upper()))
+
+
+def refuse_to_boot(server: Any) -> None:
+    """A --worker-init whose resource is missing: the worker fails to boot."""
+    raise RuntimeError("the database is unreachable")
+
+
+def note_boot(server: Any) -> None:
+    """A --worker-init that succeeds: each worker says so."""
+    server.worker_init_ran = True
+    print(f"worker-init ran in {os.getpid()}", flush=True)  # stdout, which the tests discard
