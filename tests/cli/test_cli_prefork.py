@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import time
@@ -349,3 +350,58 @@ def test_prefork_settings_need_workers(portico_run):
     assert result.returncode == 2 and "--max-requests needs --workers" in result.stderr
     result = portico_run("serve", "upper", "--workers", "2", "--reuse-port", "--bind", LOCAL)
     assert result.returncode == 2 and "--reuse-port needs fixed ports" in result.stderr
+
+
+ACTIVATE = shutil.which("systemd-socket-activate")
+needs_activate = pytest.mark.skipif(ACTIVATE is None, reason="needs systemd-socket-activate")
+# systemd-socket-activate passes the service only the variables it is told to.
+SETENV = [f"--setenv=PYTHONPATH={HERE}", f"--setenv=PYTHONWARNINGS={STRICT['PYTHONWARNINGS']}"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@needs_activate
+def test_systemd_socket_activation_serves_from_workers(portico_serve) -> None:
+    port = free_port()
+    server = portico_serve(
+        "prefork_handlers:PidUpper",
+        "--workers",
+        "2",
+        env=STRICT,
+        pythonpath=HERE,
+        prefix=[ACTIVATE, *SETENV, "-l", f"127.0.0.1:{port}"],
+        listeners=0,
+    )
+    server.wait_for(rf"Listening on 127\.0\.0\.1:{port}")
+    # The first client wakes the service; it waits in the socket's queue meanwhile.
+    first = converse(("127.0.0.1", port), [b"activated\n"])[0]
+    server.wait_for(ALL_SERVING)
+    workers = serving_pids(server)
+    assert int(first.split()[0]) in workers and first.endswith(b" ACTIVATED\n")
+    assert server.pid not in workers  # the master (systemd's child) serves nothing itself
+    assert server.stop() == 0
+
+
+@needs_activate
+def test_under_systemd_a_worker_that_cannot_boot_stops_the_master_with_3(portico_serve):
+    port = free_port()
+    server = portico_serve(
+        "upper",
+        "--workers",
+        "2",
+        "--worker-init",
+        "prefork_handlers:refuse_to_boot",
+        env=STRICT,
+        pythonpath=HERE,
+        prefix=[ACTIVATE, *SETENV, "-l", f"127.0.0.1:{port}"],
+        listeners=0,
+    )
+    server.wait_for(rf"Listening on 127\.0\.0\.1:{port}")
+    with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE):
+        assert server.wait(DEADLINE) == 3
+    server.wait_for(r"^portico: worker \d+ \(pid \d+\) could not boot")
