@@ -120,3 +120,25 @@ def test_drain_without_requests_is_immediate_and_idempotent(served: Any) -> None
     assert served.drain(DEADLINE) is True
     assert served.state is ServerState.CLOSED
     assert served.drain(DEADLINE) is True
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_connections_queued_when_the_loop_stopped_are_served_not_reset(engine: str) -> None:
+    """drain() after serve_forever() returned (as ``portico serve`` does): nobody accepted
+    the queued clients yet, and closing the listener would reset them."""
+    server = make(engine)
+    address = server.server_address
+    queued = [socket.create_connection(address, timeout=DEADLINE) for _ in range(3)]
+    try:
+        for number, sock in enumerate(queued):
+            sock.sendall(b"queued %d\n" % number)
+            sock.shutdown(socket.SHUT_WR)  # one line, then the handler sees end of file
+        assert server.drain(DEADLINE)
+        for number, sock in enumerate(queued):
+            with sock.makefile("rb") as reader:
+                assert reader.read() == b"QUEUED %d 1\n" % number
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(address, timeout=DEADLINE)
+    finally:
+        for sock in queued:
+            sock.close()

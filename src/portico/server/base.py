@@ -223,6 +223,7 @@ class BaseServer:
         wakeup = self._portico_wakeup
         if wakeup is not None:
             wakeup.set()
+        self._portico_take_queued()
         self._portico_close_listeners()
         server_log.info("draining: the listeners are closed; the requests in flight finish")
         # A serial server's request in flight is the serving loop itself.
@@ -238,6 +239,9 @@ class BaseServer:
         self.server_close()
         self._portico_state = ServerState.CLOSED
         return finished
+
+    def _portico_take_queued(self) -> None:
+        """Before the listeners close: take what waits in them (a server with listeners)."""
 
     def _portico_close_listeners(self) -> None:
         """Close the listening sockets (a server with listeners overrides this)."""

@@ -29,6 +29,7 @@ from portico.net.listeners import (
     prepare_bind,
     system_max_backlog,
 )
+from portico.net.quiesce import accept_queue_length, stop_new_connections
 from portico.server.base import BaseServer, Source
 
 __all__ = ["TCPServer", "UDPServer"]
@@ -143,6 +144,34 @@ class TCPServer(BaseServer):
         May be overridden.
         """
         self.socket.listen(self.request_queue_size)
+
+    def _portico_take_queued(self) -> None:
+        """Serve the connections already queued on the listeners, before they close.
+
+        Closing a listener resets the connections still waiting in its accept
+        queue: clients that connected, and may have sent a request, would
+        read a reset.  Once the serving loop has stopped (``portico serve``
+        drains after it), a socket filter holds new connection attempts off
+        (their retry finds the listener closed and is refused) and the
+        queued ones are accepted and served here, so that a client is either
+        served or refused, never reset.  Linux TCP listeners only; shared
+        listeners are left to the process that owns them.
+        """
+        if self._portico_listeners_shared or self._portico_serving_thread is not None:
+            return
+        for listener in self.listeners:
+            if not stop_new_connections(listener):
+                continue
+            listener.setblocking(False)
+            self._portico_ready = listener
+            try:
+                # Bounded: the filter lets nothing new into the queue.
+                for _ in range(self.request_queue_size):
+                    if not accept_queue_length(listener):
+                        break
+                    self._handle_request_noblock()
+            finally:
+                self._portico_ready = None
 
     def _portico_close_listeners(self) -> None:
         for listener in self.listeners:
