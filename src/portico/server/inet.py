@@ -10,11 +10,13 @@ by a dead server is replaced while a live one is refused.
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import sys
 from collections.abc import Callable
 from typing import Any
 
+from portico.errors import ConfigurationError
 from portico.net.addresses import (
     family_of_host,
     is_ipv6_literal,
@@ -33,6 +35,8 @@ from portico.net.quiesce import accept_queue_length, stop_new_connections
 from portico.server.base import BaseServer, Source
 
 __all__ = ["TCPServer", "UDPServer"]
+
+tls_log = logging.getLogger("portico.tls")
 
 
 class TCPServer(BaseServer):
@@ -94,6 +98,12 @@ class TCPServer(BaseServer):
 
     _portico_unix_file: UnixSocketFile | None = None
     _portico_listeners_shared = False
+
+    # portico: TLS (see portico.tls).  An ssl.SSLContext makes every connection TLS;
+    # use_tls() sets it from a reloadable TLSConfig.
+    ssl_context: Any = None
+    tls_config: Any = None
+    tls_handshake_timeout: float | None = 10.0
 
     def __init__(
         self,
@@ -222,6 +232,44 @@ class TCPServer(BaseServer):
             # the others' accept() must fail at once, not block until the next one.
             if listener.fileno() != -1:
                 listener.setblocking(False)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """Finish one request by instantiating RequestHandlerClass (over TLS if it is on)."""
+        if self.ssl_context is None:
+            return super().finish_request(request, client_address)
+        # Imported here: ssl costs every server start that does not use it.
+        from portico.tls.serve import finish_over_tls  # noqa: PLC0415
+
+        finish_over_tls(self, request, client_address, super().finish_request)
+
+    def use_tls(self, config: Any) -> None:
+        """Serve TLS from now on, with a :class:`portico.tls.TLSConfig` (portico).
+
+        The certificates are loaded now: a ConfigurationError says what is
+        wrong with them.  :meth:`reload_tls` reads them again.
+        """
+        if self.socket_type != socket.SOCK_STREAM:
+            raise ConfigurationError("TLS needs a stream server, not datagrams")
+        self.ssl_context = config.load()
+        self.tls_config = config
+
+    def reload_tls(self) -> bool:
+        """Read the TLS certificates again; new connections get them (portico).
+
+        The new files are loaded into a new context first: if they are
+        broken (missing, unreadable, a key that does not match), the old
+        context goes on serving and the reason is logged.  True if reloaded.
+        """
+        if self.tls_config is None:
+            return False
+        try:
+            context = self.tls_config.load()
+        except ConfigurationError as exc:
+            tls_log.error("TLS reload failed; the previous certificates go on serving: %s", exc)
+            return False
+        self.ssl_context = context  # one assignment: a connection sees the old or the new
+        tls_log.info("TLS certificates reloaded")
+        return True
 
     def server_close(self) -> None:
         """Called to clean-up the server.

@@ -1,0 +1,51 @@
+"""Serving one connection over TLS: handshake off the accept path, then the handler.
+
+``TCPServer.finish_request()`` calls :func:`finish_over_tls` when the server
+has an ``ssl_context``.  ``finish_request()`` runs where the engine runs the
+request (a request thread, a pool thread, a forked child, an event task),
+so a client that connects and never speaks, or speaks garbage, holds only
+its own request, and for at most ``tls_handshake_timeout`` seconds.  A
+failed handshake is logged (logger ``portico.tls``) and the handler never
+runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+from portico.net.addresses import format_address
+from portico.tls.stream import TLSStream
+
+__all__ = ["finish_over_tls"]
+
+log = logging.getLogger("portico.tls")
+
+
+def finish_over_tls(
+    server: Any,
+    request: Any,
+    client_address: Any,
+    finish: Callable[[Any, Any], None],
+) -> None:
+    """Handshake on ``request``, then ``finish(stream, client_address)`` with the TLS stream."""
+    stream = TLSStream(request, server.ssl_context)  # read once: a reload swaps it whole
+    try:
+        stream.handshake(server.tls_handshake_timeout)
+    except (ssl.SSLError, OSError) as exc:  # TimeoutError and resets included
+        log.info("TLS handshake with %s failed: %s", format_address(client_address), _reason(exc))
+        return
+    try:
+        finish(stream, client_address)
+    finally:
+        stream.close_notify()
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "no handshake within the time allowed"
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return f"{exc.reason} ({type(exc).__name__})"
+    return str(exc) or type(exc).__name__
