@@ -126,6 +126,8 @@ def build_supervisor(config: Any, make_server: Callable[[], Any]) -> Supervisor:
         max_requests=config.max_requests,
         max_requests_jitter=config.max_requests_jitter,
         worker_init=worker_init,
+        # The master reloads the certificates on SIGHUP; the new workers inherit them.
+        on_reload=None if config.tls is None else _reload_tls,
         pid_file=config.pid_file,
     )
 
@@ -144,3 +146,7 @@ def check_reuse_port(addresses: tuple[Any, ...], *, inherited: bool, unix: bool)
             raise ConfigurationError(
                 "--reuse-port needs fixed ports: with port 0 each worker would get another"
             )
+
+
+def _reload_tls(server: Any) -> None:
+    server.reload_tls()

@@ -20,9 +20,10 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
-from portico.cli import prefork
+from portico.cli import prefork, tls
 from portico.cli.builtin import BUILTINS, DEFAULT_HANDLER
 from portico.cli.handlers import load_handler, parse_handler_spec
 from portico.cli.logs import configure_logging
@@ -44,6 +45,9 @@ from portico.net.listeners import bind_errors_explained
 from portico.prefork.upgrade import UPGRADE_VARIABLE, remove_pid_file, write_pid_file
 from portico.server.inet import TCPServer
 from portico.server.lifecycle import serve_until_signalled
+
+if TYPE_CHECKING:
+    from portico.tls.config import TLSConfig
 
 __all__ = ["COMMAND", "SETTINGS", "ServeConfig", "run"]
 
@@ -165,6 +169,7 @@ SETTINGS = (
         "before they are closed (a second signal closes them at once)",
     ),
     *prefork.SETTINGS,
+    *tls.SETTINGS,
     Setting(
         "pid_file",
         str,
@@ -209,6 +214,18 @@ class ServeConfig:
     max_requests_jitter: int = 0
     worker_init: str | None = None
     pid_file: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+    ca_certs: str | None = None
+    client_cert: str = "none"
+    sni_cert: tuple[tuple[str, str, str | None], ...] = ()
+    alpn: tuple[str, ...] = ()
+    tls_handshake_timeout: float = 10.0
+
+    @cached_property
+    def tls(self) -> TLSConfig | None:
+        """What the TLS settings make (None without --certfile); built once."""
+        return tls.tls_config(vars(self))
 
     @classmethod
     def from_settings(cls, resolved: Resolved) -> ServeConfig:
@@ -230,7 +247,10 @@ class ServeConfig:
             if name in given and "workers" not in given:
                 flag = name.replace("_", "-")
                 raise ConfigurationError(f"--{flag} needs --workers")
-        return cls(**resolved.values)
+        tls.check_tls_settings(resolved.values, given)
+        config = cls(**resolved.values)
+        _ = config.tls  # a bad TLS setting (a wildcard in the middle of a name) fails now
+        return config
 
     @property
     def addresses(self) -> tuple[Any, ...]:
@@ -292,6 +312,7 @@ def run(resolved: Resolved) -> int:
             poll_interval=watch_for_systemd(server),
             serving=serving,
             stopping=lambda: notify.notify("STOPPING=1"),
+            reload=None if config.tls is None else server.reload_tls,
         )
     finally:
         server.server_close()
@@ -373,6 +394,11 @@ def adopt_server(
     if config.max_workers is not None:
         server.max_workers = config.max_workers  # type: ignore[attr-defined]
     server.adopt_socket(first)
+    try:
+        use_tls(server, config)
+    except BaseException:
+        server.server_close()
+        raise
     for _, sock in others:
         server.add_listener(sock)
     for origin, sock in inherited:
@@ -414,6 +440,7 @@ def open_server(
         with bind_errors_explained(first):
             server.server_bind()
             server.server_activate()
+        use_tls(server, config)
         for address in others:
             with bind_errors_explained(address):
                 server.add_listener(address)
@@ -421,6 +448,13 @@ def open_server(
         server.server_close()
         raise
     return server
+
+
+def use_tls(server: TCPServer, config: ServeConfig) -> None:
+    """Serve TLS if the settings ask for it (the certificates are read now)."""
+    if config.tls is not None:
+        server.tls_handshake_timeout = config.tls_handshake_timeout
+        server.use_tls(config.tls)
 
 
 def log_engine(server: TCPServer, engine: str) -> None:

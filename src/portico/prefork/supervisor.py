@@ -100,6 +100,9 @@ class Supervisor:
     ``allow_reuse_port`` and bind fixed addresses; the master calls it once
     first only to check that it can.  ``worker_init(server)`` runs in each
     worker before it serves; if it raises, the worker has failed to boot.
+    ``on_reload(server)`` runs in the master on SIGHUP, before the new
+    workers are forked, so that they inherit what it reloaded (TLS
+    certificates, say).
 
     Call :meth:`run` from the main thread: it handles the signals, and
     returns once every worker has stopped.
@@ -116,6 +119,7 @@ class Supervisor:
         max_requests: int = 0,
         max_requests_jitter: int = 0,
         worker_init: Callable[[Any], object] | None = None,
+        on_reload: Callable[[Any], object] | None = None,
         pid_file: str | os.PathLike[str] | None = None,
         upgrade_command: Sequence[str] | None = None,
     ) -> None:
@@ -131,6 +135,7 @@ class Supervisor:
         self.max_requests = max_requests
         self.max_requests_jitter = max_requests_jitter
         self.worker_init = worker_init
+        self.on_reload = on_reload
         self.pid_file = pid_file
         self.upgrade_command = upgrade_command
         self.server: Any = None
@@ -566,6 +571,8 @@ class Supervisor:
     def _reload(self) -> None:
         if self._stopping:
             return
+        if self.on_reload is not None and not self.reuse_port:
+            self.on_reload(self.server)  # the new workers inherit what it reloads
         self._generation += 1
         log.info("reloading on SIGHUP: starting %d new workers", self.workers)
 

@@ -37,16 +37,19 @@ def serve_until_signalled(
     serving: Callable[[], object] | None = None,
     stopping: Callable[[], object] | None = None,
     signals: tuple[int, ...] = STOP_SIGNALS,
+    reload: Callable[[], object] | None = None,
 ) -> str:
     """Serve until SIGTERM or SIGINT, then drain; returns the signal's name ("request" if
     something else called ``shutdown()``).  ``serving()`` is called just before serving,
     ``stopping()`` just before draining (systemd's READY and STOPPING, say).
 
     ``signals`` are the ones that stop it (a prefork worker leaves SIGINT to
-    its master).  Signal handlers are installed only in the main thread
-    (elsewhere nothing stops the server but ``shutdown()``).
+    its master).  With ``reload``, SIGHUP calls it from the serving loop
+    (``service_actions()``), never from the signal handler.  Signal handlers
+    are installed only in the main thread (elsewhere nothing stops the
+    server but ``shutdown()``).
     """
-    with stop_on_signals(server, signals) as received:
+    with stop_on_signals(server, signals) as received, _reload_on_hup(server, reload):
         if serving is not None:
             serving()
         server.serve_forever(poll_interval=poll_interval)
@@ -71,6 +74,33 @@ def stop_on_signals(server: Any, signals: tuple[int, ...] = STOP_SIGNALS) -> Ite
 
     with _signal_handlers(on_signal, signals):
         yield received
+
+
+@contextmanager
+def _reload_on_hup(server: Any, reload: Callable[[], object] | None) -> Iterator[None]:
+    """SIGHUP records a reload; the serving loop's next ``service_actions()`` does it."""
+    if reload is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    service_actions = server.service_actions
+
+    def actions_and_reload() -> None:
+        service_actions()
+        while pending:
+            pending.pop()
+            log.info("reloading on SIGHUP")
+            reload()
+
+    def on_hup(signum: int, frame: FrameType | None) -> None:
+        pending.append(signum)
+
+    server.service_actions = actions_and_reload
+    try:
+        with _signal_handlers(on_hup, (signal.SIGHUP,)):
+            yield
+    finally:
+        server.service_actions = service_actions
 
 
 class _SecondSignal(BaseException):  # not an Exception: no handler may catch it

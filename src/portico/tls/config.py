@@ -15,6 +15,7 @@ known name gets the first certificate.
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -92,8 +93,10 @@ class TLSConfig:
 def _load_pair(context: ssl.SSLContext, certificate: Certificate) -> None:
     try:
         context.load_cert_chain(certificate.certfile, certificate.keyfile)
-    except FileNotFoundError as exc:
-        raise ConfigurationError(f"cannot read {exc.filename}: no such file") from None
+    except FileNotFoundError:
+        files = [certificate.certfile, certificate.keyfile]
+        missing = next((path for path in files if path and not os.path.exists(path)), files[0])
+        raise ConfigurationError(f"cannot read {missing}: no such file") from None
     except ssl.SSLError as exc:
         # "KEY_VALUES_MISMATCH", "PEM lib": OpenSSL's words, with the files named.
         files = certificate.certfile + (
