@@ -19,6 +19,8 @@ import pytest
 import trustme
 from conversations import DEADLINE
 
+from portico.engines import available_engines
+
 pytestmark = pytest.mark.timeout(40)
 
 LOCAL = "127.0.0.1:0"
@@ -125,3 +127,20 @@ def test_tls_settings_are_checked(portico_run, site: Path) -> None:
         "serve", "--certfile", str(site / "server.pem"), "--client-cert", "required"
     )
     assert result.returncode == 2 and "needs ca_certs" in result.stderr
+
+
+@pytest.mark.parametrize("engine", available_engines())
+def test_every_engine_serves_tls(portico_serve, site: Path, engine: str) -> None:
+    server = portico_serve(
+        "upper", "--engine", engine, "--bind", LOCAL, "--certfile", str(site / "server.pem")
+    )
+    context = ssl.create_default_context(cafile=str(site / "ca.pem"))
+    with (
+        socket.create_connection(server.addresses[0], timeout=DEADLINE) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+        tls.makefile("rb") as replies,
+    ):
+        for line in (b"one\n", b"two " * 5000 + b"\n"):
+            tls.sendall(line)
+            assert replies.readline() == line.upper()
+    assert server.stop() == 0

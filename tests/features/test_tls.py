@@ -22,7 +22,7 @@ import pytest
 import trustme
 
 import portico
-from portico.engines import available_engines, server_class
+from portico.engines import AsyncStreamRequestHandler, available_engines, server_class
 from portico.errors import ConfigurationError
 from portico.tls import Certificate, TLSConfig
 
@@ -234,3 +234,45 @@ def test_garbage_instead_of_a_handshake_is_logged(serve, files, caplog) -> None:
                 pass
         assert talk(server, client_context(files), [b"fine\n"]) == [b"FINE\n"]
     assert "TLS handshake with 127.0.0.1:" in caplog.text
+
+
+class AsyncUpper(AsyncStreamRequestHandler):
+    async def handle(self) -> None:
+        async for line in self.reader:
+            if line.strip() == b"who":
+                tls = self.request.transport.get_extra_info("ssl_object")
+                name = getattr(tls, "portico_server_name", None)
+                self.writer.write(f"{tls.version()}|{name}\n".encode())
+            else:
+                self.writer.write(line.upper())
+
+
+def test_the_async_engine_serves_tls_and_follows_reloads(files, ca, tmp_path: Path) -> None:
+    live = tmp_path / "live.pem"
+    ca.issue_cert("localhost", common_name="first").private_key_and_cert_chain_pem.write_to_path(
+        live
+    )
+    server = server_class("async", portico.TCPServer)(("127.0.0.1", 0), AsyncUpper)
+    server.use_tls(TLSConfig(Certificate(str(live))))
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,))
+    thread.start()
+    try:
+        context = client_context(files)
+        assert talk(server, context, [b"hi\n", b"who\n"]) == [b"HI\n", b"TLSv1.3|localhost\n"]
+        silent = [
+            socket.create_connection(server.server_address, timeout=DEADLINE) for _ in range(50)
+        ]
+        for n in range(20):
+            assert talk(server, context, [b"r %d\n" % n]) == [b"R %d\n" % n]
+        for sock in silent:
+            sock.close()
+        ca.issue_cert(
+            "localhost", common_name="second"
+        ).private_key_and_cert_chain_pem.write_to_path(live)
+        assert server.reload_tls()
+        with tls_connection(server, context) as tls:
+            assert dict(item[0] for item in tls.getpeercert()["subject"])["commonName"] == "second"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(DEADLINE)

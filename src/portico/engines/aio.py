@@ -236,11 +236,18 @@ class AsyncEngine:
                     if sys.version_info >= (3, 13):
                         extra["cleanup_socket"] = False  # the server removes its file itself
                     listening = await loop.create_unix_server(
-                        self._new_stream, sock=dup, backlog=server.request_queue_size, **extra
+                        self._new_stream,
+                        sock=dup,
+                        backlog=server.request_queue_size,
+                        **extra,
+                        **_tls_arguments(server),
                     )
                 else:
                     listening = await loop.create_server(
-                        self._new_stream, sock=dup, backlog=server.request_queue_size
+                        self._new_stream,
+                        sock=dup,
+                        backlog=server.request_queue_size,
+                        **_tls_arguments(server),
                     )
             except BaseException:
                 dup.close()
@@ -540,6 +547,23 @@ if TYPE_CHECKING:
     _ServerBase = BaseServer
 else:
     _ServerBase = object
+
+
+def _tls_arguments(server: Any) -> dict[str, Any]:
+    """TLS for the loop's listeners, when the server has a context: asyncio runs it.
+
+    The handshake runs on the loop, bounded by ``tls_handshake_timeout``;
+    the context follows ``reload_tls()``.  A handler finds the session with
+    ``self.request.transport.get_extra_info("ssl_object")``.
+    """
+    if getattr(server, "ssl_context", None) is None:
+        return {}
+    from portico.tls.serve import following_reloads  # noqa: PLC0415 (imports ssl)
+
+    return {
+        "ssl": following_reloads(server),
+        "ssl_handshake_timeout": server.tls_handshake_timeout,
+    }
 
 
 def _check_async_handler(handler: Any) -> None:

@@ -94,8 +94,8 @@ def _load_pair(context: ssl.SSLContext, certificate: Certificate) -> None:
     try:
         context.load_cert_chain(certificate.certfile, certificate.keyfile)
     except FileNotFoundError:
-        files = [certificate.certfile, certificate.keyfile]
-        missing = next((path for path in files if path and not os.path.exists(path)), files[0])
+        paths = [certificate.certfile, certificate.keyfile]
+        missing = next((path for path in paths if path and not os.path.exists(path)), paths[0])
         raise ConfigurationError(f"cannot read {missing}: no such file") from None
     except ssl.SSLError as exc:
         # "KEY_VALUES_MISMATCH", "PEM lib": OpenSSL's words, with the files named.

@@ -19,7 +19,7 @@ from typing import Any
 from portico.net.addresses import format_address
 from portico.tls.stream import TLSStream
 
-__all__ = ["finish_over_tls"]
+__all__ = ["finish_over_tls", "following_reloads"]
 
 log = logging.getLogger("portico.tls")
 
@@ -49,3 +49,26 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLError) and exc.reason:
         return f"{exc.reason} ({type(exc).__name__})"
     return str(exc) or type(exc).__name__
+
+
+def following_reloads(server: Any) -> ssl.SSLContext:
+    """The server's context, made to follow ``server.ssl_context`` as reloads replace it.
+
+    For listeners that keep the context they were given (asyncio's
+    ``create_server(ssl=...)``): each handshake switches to the server's
+    current context, then runs that context's own name callback (SNI).
+    """
+    initial: ssl.SSLContext = server.ssl_context
+    own = initial.sni_callback
+
+    def follow(tls: Any, name: str | None, context: ssl.SSLContext) -> None:
+        current: ssl.SSLContext = server.ssl_context
+        callback = own
+        if current is not initial:
+            tls.context = current
+            callback = current.sni_callback
+        if callback is not None:
+            callback(tls, name, current)  # type: ignore[arg-type]  # typeshed: name may be None
+
+    initial.sni_callback = follow
+    return initial
