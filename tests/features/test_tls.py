@@ -276,3 +276,54 @@ def test_the_async_engine_serves_tls_and_follows_reloads(files, ca, tmp_path: Pa
         server.shutdown()
         server.server_close()
         thread.join(DEADLINE)
+
+
+class StartTLS(portico.StreamRequestHandler):
+    """A STARTTLS-style protocol: plaintext lines until STARTTLS, then the same over TLS."""
+
+    def handle(self) -> None:
+        for line in self.rfile:
+            self.server.heard.append(line)
+            if line == b"STARTTLS\n":
+                self.wfile.write(b"READY\n")
+                self.start_tls()
+                # The loop goes on over TLS: a new rfile.
+                return self.handle()
+            self.wfile.write(line.upper())
+
+
+@pytest.fixture
+def starttls_server(files) -> Iterator[Any]:
+    server = portico.ThreadingTCPServer(("127.0.0.1", 0), StartTLS)
+    server.starttls_context = TLSConfig(Certificate(files["local"])).load()
+    server.heard = []
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,))
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(DEADLINE)
+
+
+def test_start_tls_upgrades_a_plaintext_conversation(starttls_server, files) -> None:
+    with socket.create_connection(starttls_server.server_address, timeout=DEADLINE) as raw:
+        plain = raw.makefile("rb")
+        raw.sendall(b"hello\n")
+        assert plain.readline() == b"HELLO\n"
+        raw.sendall(b"STARTTLS\n")
+        assert plain.readline() == b"READY\n"
+        with client_context(files).wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"secret\n")
+            assert tls.makefile("rb").readline() == b"SECRET\n"
+            assert tls.version() == "TLSv1.3"
+
+
+def test_start_tls_never_obeys_a_command_injected_before_the_handshake(
+    starttls_server, files
+) -> None:
+    with socket.create_connection(starttls_server.server_address, timeout=DEADLINE) as raw:
+        raw.sendall(b"STARTTLS\nINJECTED\n")  # one packet: the classic injection
+        assert raw.makefile("rb").readline() == b"READY\n"
+        while raw.recv(4096):  # the server fails the handshake and closes
+            pass
+    assert starttls_server.heard == [b"STARTTLS\n"]

@@ -86,6 +86,43 @@ class StreamRequestHandler(BaseRequestHandler):
                 pass
         self.wfile.close()
         self.rfile.close()
+        upgraded = getattr(self, "_portico_tls", None)
+        if upgraded is not None:
+            upgraded.close_notify()
+
+    def start_tls(self, context: Any = None, *, timeout: float | None = 10.0) -> None:
+        """Switch this connection to TLS now, for STARTTLS-style protocols (portico).
+
+        Call it once the plaintext reply that invites the client to start
+        TLS has been written.  ``context`` is an ``ssl.SSLContext``; by
+        default the server's ``starttls_context``.  The handshake must end
+        within ``timeout`` seconds.  Afterwards ``self.connection``,
+        ``self.rfile`` and ``self.wfile`` speak TLS.
+
+        Bytes the client sent before its handshake (still in ``rfile``'s
+        buffer) go to TLS, never to the handler: a plaintext command
+        slipped in after the STARTTLS one fails the handshake instead of
+        being obeyed as if it had come over TLS.
+        """
+        from portico.tls.stream import TLSStream  # noqa: PLC0415 (imports ssl)
+
+        context = context if context is not None else getattr(self.server, "starttls_context", None)
+        if context is None:
+            raise ValueError("start_tls() needs an SSLContext (or the server's starttls_context)")
+        self.wfile.flush()
+        peek = getattr(self.rfile, "peek", None)  # None when unbuffered: nothing is held
+        early = peek(1) if peek is not None else b""  # what the client sent: buffered, or now
+        self.rfile.read(len(early))
+        stream = TLSStream(self.connection, context, received=early)
+        stream.handshake(timeout)
+        self.wfile.close()
+        self.rfile.close()
+        self._portico_tls = stream
+        self.connection = stream
+        self.rfile = stream.makefile("rb", self.rbufsize)
+        self.wfile = (
+            _SocketWriter(stream) if self.wbufsize == 0 else stream.makefile("wb", self.wbufsize)
+        )
 
 
 class _SocketWriter(BufferedIOBase):

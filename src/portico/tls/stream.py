@@ -34,9 +34,11 @@ SERVER_NAME_ATTRIBUTE = "portico_server_name"  # set on the SSLObject by the SNI
 class TLSStream:
     """TLS on a connected socket (``raw``), in memory; the socket stays the server's."""
 
-    def __init__(self, raw: Any, context: ssl.SSLContext) -> None:
+    def __init__(self, raw: Any, context: ssl.SSLContext, *, received: bytes = b"") -> None:
+        """``received``: bytes already read from ``raw`` that belong to TLS (STARTTLS)."""
         self.raw = raw
         self._incoming = ssl.MemoryBIO()
+        self._incoming.write(received)
         self._outgoing = ssl.MemoryBIO()
         self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
         self._io_refs = 0
