@@ -243,14 +243,19 @@ class Supervisor:
         self._wakeup = Wakeup()
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wakeup, selectors.EVENT_READ)
-        handled = [getattr(signal, name) for name in _HANDLED_SIGNALS] + [signal.SIGCHLD]
-        previous = {signum: signal.signal(signum, self._record) for signum in handled}
+        previous = {
+            signum: signal.signal(signum, self._record) for signum in self._handled_signals()
+        }
         try:
             with signals_wake(self._wakeup):
                 yield
         finally:
             for signum, old in previous.items():
                 signal.signal(signum, signal.SIG_DFL if old is None else old)
+
+    @staticmethod
+    def _handled_signals() -> list[int]:
+        return [getattr(signal, name) for name in _HANDLED_SIGNALS] + [signal.SIGCHLD]
 
     def _record(self, signum: int, frame: FrameType | None) -> None:
         if signum != signal.SIGCHLD:  # every loop pass reaps anyway
@@ -294,11 +299,21 @@ class Supervisor:
         number = next(self._numbers)
         master = os.getpid()
         flush_logs()
-        pid = os.fork()
-        if pid == 0:
-            os.close(reader)
-            self._forget_in_child()
-            run_worker(self._plan(), number, Writer(writer), master)
+        # Signals wait while the child still has the master's handlers: a SIGTERM sent
+        # to a worker that early would land in the master's handler, in the child, and
+        # be lost.  The worker unblocks them once its own handlers are in place.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, self._handled_signals())
+        try:
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    os.close(reader)
+                    self._forget_in_child()
+                    run_worker(self._plan(), number, Writer(writer), master, mask)
+                finally:
+                    os._exit(EXIT_WORKER_BOOT)  # never back into the master's loop
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(writer)
         now = time.monotonic()
         worker = _Worker(number, pid, Reader(reader), self._generation, now, last_beat=now)

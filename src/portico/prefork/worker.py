@@ -17,7 +17,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any, NoReturn
@@ -51,11 +51,18 @@ class WorkerPlan:
     heartbeat_interval: float  # well within the master's worker_timeout
 
 
-def run_worker(plan: WorkerPlan, number: int, channel: Writer, master: int) -> NoReturn:
-    """Boot, serve until SIGTERM, drain, and leave the process."""
+def run_worker(
+    plan: WorkerPlan, number: int, channel: Writer, master: int, mask: Iterable[int]
+) -> NoReturn:
+    """Boot, serve until SIGTERM, drain, and leave the process.
+
+    The master forked it with its signals blocked; ``mask`` is the signal
+    mask to restore once the worker's own handlers are in place.
+    """
     code = EXIT_WORKER_BOOT
     try:
         _leave_signals_to_the_master()
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         _drain_when_orphaned(master)
         server = plan.build()
         if plan.shares_listeners:
