@@ -65,8 +65,8 @@ SETTINGS = (
         default="no",
         env="PORTICO_REUSE_PORT",
         switch=True,
-        help="each worker binds its own SO_REUSEPORT socket and the kernel spreads the "
-        "connections, instead of every worker sharing the master's listeners",
+        help="bind with SO_REUSEPORT; with --workers, each worker binds its own socket and "
+        "the kernel spreads the connections, instead of every worker sharing the master's",
     ),
     Setting(
         "worker_timeout",
@@ -108,8 +108,11 @@ SETTINGS = (
     ),
 )
 
-# Settings that mean nothing without --workers.
-PREFORK_ONLY = tuple(setting.name for setting in SETTINGS if setting.name != "workers")
+# Settings that mean nothing without --workers (--reuse-port alone lets other processes
+# bind the same port).
+PREFORK_ONLY = tuple(
+    setting.name for setting in SETTINGS if setting.name not in ("workers", "reuse_port")
+)
 
 
 def build_supervisor(config: Any, make_server: Callable[[], Any]) -> Supervisor:
@@ -132,15 +135,19 @@ def build_supervisor(config: Any, make_server: Callable[[], Any]) -> Supervisor:
     )
 
 
-def check_reuse_port(addresses: tuple[Any, ...], *, inherited: bool, unix: bool) -> None:
-    """--reuse-port binds fixed TCP/UDP addresses in each worker."""
+def check_reuse_port(
+    addresses: tuple[Any, ...], *, inherited: bool, unix: bool, per_worker: bool
+) -> None:
+    """--reuse-port binds TCP/UDP addresses (fixed ones, when each worker binds its own)."""
     if not hasattr(socket, "SO_REUSEPORT"):
         raise ConfigurationError("--reuse-port: SO_REUSEPORT is not available here")
     if inherited or unix:
         raise ConfigurationError(
-            "--reuse-port binds a socket in each worker: it cannot serve inherited sockets "
-            "or a Unix socket"
+            "--reuse-port is an option of the sockets portico binds: it cannot apply to "
+            "inherited sockets or a Unix socket"
         )
+    if not per_worker:
+        return
     for address in addresses:
         if address[1] == 0:
             raise ConfigurationError(

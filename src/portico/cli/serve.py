@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from portico.cli import prefork, tls
+from portico.cli import listening, prefork, tls
 from portico.cli.builtin import BUILTINS, DEFAULT_HANDLER
 from portico.cli.handlers import load_handler, parse_handler_spec
 from portico.cli.logs import configure_logging
@@ -41,7 +41,7 @@ from portico.engines import DEFAULT_ENGINE, ENGINES, choose_engine, default_max_
 from portico.errors import ConfigurationError
 from portico.net import activation, notify
 from portico.net.addresses import format_address, parse_host_port
-from portico.net.listeners import bind_errors_explained
+from portico.net.listeners import TCPKeepalive, bind_errors_explained
 from portico.prefork.upgrade import UPGRADE_VARIABLE, remove_pid_file, write_pid_file
 from portico.server.inet import TCPServer
 from portico.server.lifecycle import serve_until_signalled
@@ -55,9 +55,10 @@ log = logging.getLogger("portico.cli")
 
 
 def parse_unix_path(text: str) -> str:
-    if not text or "\0" in text:
+    """A socket file's path, or ``@name`` for a Linux abstract socket (no file)."""
+    if not text or "\0" in text or text == "@":
         raise ConfigurationError(f"{text!r} is not a usable socket path")
-    return text
+    return "\0" + text[1:] if text.startswith("@") else text
 
 
 def parse_descriptor(text: str) -> int:
@@ -120,7 +121,8 @@ SETTINGS = (
         flag="--unix",
         metavar="PATH",
         env="PORTICO_UNIX",
-        help="serve a Unix socket at PATH instead of TCP/UDP",
+        help="serve a Unix socket at PATH instead of TCP/UDP; @NAME is a Linux abstract "
+        "socket (no file)",
     ),
     Setting(
         "unix_mode",
@@ -168,6 +170,7 @@ SETTINGS = (
         help="on SIGTERM or SIGINT, how long the connections in flight may take to finish "
         "before they are closed (a second signal closes them at once)",
     ),
+    *listening.SETTINGS,
     *prefork.SETTINGS,
     *tls.SETTINGS,
     Setting(
@@ -207,6 +210,12 @@ class ServeConfig:
     max_workers: int | None = None
     fd: tuple[int, ...] = ()
     drain_timeout: float = 30.0
+    backlog: int | None = None
+    tcp_nodelay: bool = False
+    tcp_keepalive: TCPKeepalive | None = None
+    ipv6_only: bool = False
+    unix_owner: str | int | None = None
+    unix_group: str | int | None = None
     workers: int | None = None
     reuse_port: bool = False
     worker_timeout: float = 30.0
@@ -232,6 +241,9 @@ class ServeConfig:
         given = resolved.given
         if "unix" in given and "bind" in given:
             raise ConfigurationError("--unix and --bind cannot be combined")
+        for name in ("unix_owner", "unix_group"):
+            if name in given and "unix" not in given:
+                raise ConfigurationError(f"--{name.replace('_', '-')} needs --unix")
         if "unix_mode" in given and "unix" not in given:
             raise ConfigurationError("--unix-mode needs --unix")
         if "fd" in given and given & {"bind", "unix", "udp"}:
@@ -274,7 +286,10 @@ def run(resolved: Resolved) -> int:
     inherited = inherited_sockets(config, given_addresses=given_addresses, upgrading=upgrading)
     if config.reuse_port:
         prefork.check_reuse_port(
-            config.addresses, inherited=bool(inherited), unix=config.unix is not None
+            config.addresses,
+            inherited=bool(inherited),
+            unix=config.unix is not None,
+            per_worker=config.workers is not None,
         )
     try:
         if inherited:
@@ -431,6 +446,7 @@ def open_server(
     with bind_errors_explained(first):
         server = server_class(first, handler, bind_and_activate=False)
     server.unix_socket_mode = config.unix_mode
+    listening.apply_listener_settings(server, config)
     if config.reuse_port:
         # Each prefork worker binds its own socket (an instance attribute: 3.10 has no class one).
         server.allow_reuse_port = True  # type: ignore[attr-defined]

@@ -24,12 +24,14 @@ from portico.net.addresses import (
     plain_peer_address,
 )
 from portico.net.listeners import (
+    TCPKeepalive,
     UnixSocketFile,
     bind_errors_explained,
     bind_socket,
     open_listener,
     prepare_bind,
     system_max_backlog,
+    tune_stream_listener,
 )
 from portico.net.quiesce import accept_queue_length, stop_new_connections
 from portico.server.base import BaseServer, Source
@@ -79,6 +81,9 @@ class TCPServer(BaseServer):
     - allow_reuse_address
     - allow_reuse_port
     - unix_socket_mode (portico: permission bits of a Unix socket file)
+    - unix_socket_owner, unix_socket_group (portico: owner of a Unix socket file)
+    - ipv6_only (portico: None serves IPv4 on a wildcard IPv6 address too)
+    - tcp_nodelay, tcp_keepalive (portico: TCP options of every connection)
 
     Instance variables:
 
@@ -95,6 +100,12 @@ class TCPServer(BaseServer):
     if sys.version_info >= (3, 11):
         allow_reuse_port: bool = False
     unix_socket_mode: int | None = None
+    # portico: listener settings (see portico.net.listeners).
+    unix_socket_owner: str | int | None = None  # user name or uid of a Unix socket file
+    unix_socket_group: str | int | None = None
+    ipv6_only: bool | None = None  # None: a wildcard IPv6 address serves IPv4 too
+    tcp_nodelay: bool = False  # on every accepted connection (Linux passes it on)
+    tcp_keepalive: TCPKeepalive | None = None
 
     _portico_unix_file: UnixSocketFile | None = None
     _portico_listeners_shared = False
@@ -142,9 +153,14 @@ class TCPServer(BaseServer):
             self.server_address,
             reuse_address=self.allow_reuse_address,
             reuse_port=getattr(self, "allow_reuse_port", False),
+            ipv6_only=self.ipv6_only,
         )
         self._portico_unix_file = bind_socket(
-            self.socket, self.server_address, unix_mode=self.unix_socket_mode
+            self.socket,
+            self.server_address,
+            unix_mode=self.unix_socket_mode,
+            unix_owner=self.unix_socket_owner,
+            unix_group=self.unix_socket_group,
         )
         self.server_address = self.socket.getsockname()
 
@@ -154,6 +170,7 @@ class TCPServer(BaseServer):
         May be overridden.
         """
         self.socket.listen(self.request_queue_size)
+        tune_stream_listener(self.socket, nodelay=self.tcp_nodelay, keepalive=self.tcp_keepalive)
 
     def _portico_take_queued(self) -> None:
         """Serve the connections already queued on the listeners, before they close.
@@ -338,6 +355,11 @@ class TCPServer(BaseServer):
                 reuse_address=self.allow_reuse_address,
                 reuse_port=getattr(self, "allow_reuse_port", False),
                 unix_mode=self.unix_socket_mode,
+                ipv6_only=self.ipv6_only,
+                unix_owner=self.unix_socket_owner,
+                unix_group=self.unix_socket_group,
+                nodelay=self.tcp_nodelay,
+                keepalive=self.tcp_keepalive,
             )
             if owned is not None:
                 self._portico_extra_files.append(owned)
