@@ -35,6 +35,13 @@ from portico.net.listeners import (
 )
 from portico.net.quiesce import accept_queue_length, stop_new_connections
 from portico.server.base import BaseServer, Source
+from portico.server.proxy import (
+    LOOPBACK,
+    original_address,
+    parse_networks,
+    serving,
+    take_proxy_header,
+)
 
 __all__ = ["TCPServer", "UDPServer"]
 
@@ -115,6 +122,11 @@ class TCPServer(BaseServer):
     ssl_context: Any = None
     tls_config: Any = None
     tls_handshake_timeout: float | None = 10.0
+    # portico: the PROXY protocol (see portico.server.proxy): "v1", "v2" or "auto" makes
+    # every connection start with a header, from peers in proxy_allow only.
+    proxy_protocol: str | None = None
+    proxy_allow: tuple[Any, ...] = parse_networks(LOOPBACK)
+    proxy_header_timeout: float | None = 5.0
 
     def __init__(
         self,
@@ -251,7 +263,22 @@ class TCPServer(BaseServer):
                 listener.setblocking(False)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
-        """Finish one request by instantiating RequestHandlerClass (over TLS if it is on)."""
+        """Finish one request by instantiating RequestHandlerClass.
+
+        portico: a PROXY header is read first (``proxy_protocol``), then the
+        TLS handshake runs (``ssl_context``), here where the engine runs the
+        request, never on the accept path.
+        """
+        if self.proxy_protocol is None:
+            return self._portico_finish(request, client_address)
+        taken = take_proxy_header(self, request, client_address)
+        if taken is None:
+            return None  # dropped, and logged
+        request, header = taken
+        with serving(header):
+            self._portico_finish(request, original_address(header, request, client_address))
+
+    def _portico_finish(self, request: Any, client_address: Any) -> None:
         if self.ssl_context is None:
             return super().finish_request(request, client_address)
         # Imported here: ssl costs every server start that does not use it.

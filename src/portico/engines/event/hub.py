@@ -84,7 +84,7 @@ class Task(greenlet.greenlet):  # type: ignore[misc]  # greenlet ships no type i
 class Connection:
     """What the hub knows of a cooperative socket's descriptor."""
 
-    __slots__ = ("ending", "hub", "quiet", "timeout")
+    __slots__ = ("ending", "hub", "peeked", "quiet", "timeout")
 
     def __init__(self, hub: Hub, timeout: float | None) -> None:
         self.hub = hub
@@ -95,6 +95,9 @@ class Connection:
         # The peer closed or failed (the hub saw it): end of file or an error waits
         # to be read, and no new edge will come, so reads must never park first.
         self.ending = False
+        # A MSG_PEEK read left data queued: the next plain read takes it without
+        # parking (a next peek still waits for new data: it wants more than it saw).
+        self.peeked = False
 
 
 # Every cooperative socket's descriptor (descriptors are unique in a process at any time).

@@ -38,6 +38,7 @@ __all__ = ["CooperativeSocket", "DatagramReplySocket", "make_cooperative"]
 _classes: dict[type, type] = {}
 # The C methods, called directly: ``super()`` costs a lookup per call on the hot path.
 _recv, _recv_into, _send = socket.socket.recv, socket.socket.recv_into, socket.socket.send
+_PEEK = socket.MSG_PEEK
 
 
 def make_cooperative(sock: socket.socket, hub: Hub) -> socket.socket:
@@ -109,7 +110,8 @@ class CooperativeSocket(socket.socket):
     def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
         fd = self.fileno()
         connection = CONNECTIONS.get(fd)
-        if connection is not None and connection.quiet:
+        # A peek left data queued: the next plain read takes it without parking.
+        if connection is not None and connection.quiet and (flags & _PEEK or not connection.peeked):
             _wait_on(connection, fd, False)
         while True:
             try:
@@ -119,12 +121,14 @@ class CooperativeSocket(socket.socket):
                 continue
             if connection is not None:
                 connection.quiet = len(data) < bufsize and not connection.ending
+                connection.peeked = bool(flags & _PEEK) and bool(data)
             return data
 
     def recv_into(self, buffer: WriteableBuffer, nbytes: int = 0, flags: int = 0, /) -> int:
         fd = self.fileno()
         connection = CONNECTIONS.get(fd)
-        if connection is not None and connection.quiet:
+        # A peek left data queued: the next plain read takes it without parking.
+        if connection is not None and connection.quiet and (flags & _PEEK or not connection.peeked):
             _wait_on(connection, fd, False)
         while True:
             try:
@@ -136,6 +140,7 @@ class CooperativeSocket(socket.socket):
                 # Less than asked for: the kernel had no more, and new data makes an edge.
                 asked = nbytes or len(buffer)  # type: ignore[arg-type]
                 connection.quiet = received < asked and not connection.ending
+                connection.peeked = bool(flags & _PEEK) and received > 0
             return received
 
     def recvfrom(self, bufsize: int, flags: int = 0, /) -> tuple[bytes, Any]:
