@@ -28,3 +28,12 @@ def note_boot(server: Any) -> None:
     """A --worker-init that succeeds: each worker says so."""
     server.worker_init_ran = True
     print(f"worker-init ran in {os.getpid()}", flush=True)  # stdout, which the tests discard
+
+
+class WhoAmI(StreamRequestHandler):
+    """Each line back upper-cased, after the client address the handler was given."""
+
+    def handle(self) -> None:
+        host = self.client_address[0]
+        for line in self.rfile:
+            self.wfile.write(host.encode() + b" " + line.upper())

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from portico.cli import listening, prefork, tls
+from portico.cli import listening, prefork, proxy, tls
 from portico.cli.builtin import BUILTINS, DEFAULT_HANDLER
 from portico.cli.handlers import load_handler, parse_handler_spec
 from portico.cli.logs import configure_logging
@@ -45,6 +45,7 @@ from portico.net.listeners import TCPKeepalive, bind_errors_explained
 from portico.prefork.upgrade import UPGRADE_VARIABLE, remove_pid_file, write_pid_file
 from portico.server.inet import TCPServer
 from portico.server.lifecycle import serve_until_signalled
+from portico.server.proxy import LOOPBACK, parse_networks
 
 if TYPE_CHECKING:
     from portico.tls.config import TLSConfig
@@ -171,6 +172,7 @@ SETTINGS = (
         "before they are closed (a second signal closes them at once)",
     ),
     *listening.SETTINGS,
+    *proxy.SETTINGS,
     *prefork.SETTINGS,
     *tls.SETTINGS,
     Setting(
@@ -216,6 +218,9 @@ class ServeConfig:
     ipv6_only: bool = False
     unix_owner: str | int | None = None
     unix_group: str | int | None = None
+    proxy_protocol: str | None = None
+    proxy_allow: tuple[Any, ...] = parse_networks(LOOPBACK)
+    proxy_timeout: float = 5.0
     workers: int | None = None
     reuse_port: bool = False
     worker_timeout: float = 30.0
@@ -241,6 +246,9 @@ class ServeConfig:
         given = resolved.given
         if "unix" in given and "bind" in given:
             raise ConfigurationError("--unix and --bind cannot be combined")
+        for name in proxy.PROXY_ONLY:
+            if name in given and "proxy_protocol" not in given:
+                raise ConfigurationError(f"--{name.replace('_', '-')} needs --proxy-protocol")
         for name in ("unix_owner", "unix_group"):
             if name in given and "unix" not in given:
                 raise ConfigurationError(f"--{name.replace('_', '-')} needs --unix")
@@ -467,7 +475,8 @@ def open_server(
 
 
 def use_tls(server: TCPServer, config: ServeConfig) -> None:
-    """Serve TLS if the settings ask for it (the certificates are read now)."""
+    """Expect PROXY headers, and serve TLS (the certificates are read now), if asked."""
+    proxy.apply_proxy_settings(server, config)
     if config.tls is not None:
         server.tls_handshake_timeout = config.tls_handshake_timeout
         server.use_tls(config.tls)
