@@ -3,10 +3,11 @@
     python -m bench.throughput --quick                      # the whole matrix, a few minutes
     python -m bench.throughput                              # 3 runs per cell, ~20 minutes
     python -m bench.throughput --workloads pingpong udp --servers c-epoll portico stdlib-threads
+    python -m bench.throughput --preset prefork             # prefork at 1 and 2 workers, ~4-5 min
 
 Results go to ``bench/throughput/results/{quick,full}.jsonl`` (``--out``; a run of
 part of the matrix goes to ``bench/.build/results/``), with a Markdown report and PNG
-plots next to them.  Exit status 1 when a
+plots next to them; a preset's go to ``results/PRESET.jsonl``.  Exit status 1 when a
 cell failed (its reason is in the results), 2 on bad usage.
 """
 
@@ -27,10 +28,11 @@ from typing import Any
 from bench.throughput import report
 from bench.throughput.build import BUILD_DIR, BuildError, build
 from bench.throughput.machine import describe
+from bench.throughput.presets import PRESETS, Preset
 from bench.throughput.procs import pin_current_process, raise_nofile_limit
 from bench.throughput.results import FAILED, OK, CellResult, ResultsWriter
 from bench.throughput.runner import RunConfig, run_cell
-from bench.throughput.servers import SERVERS, ServerSpec, cli_has_engines, select_servers
+from bench.throughput.servers import ALL_SERVERS, ServerSpec, cli_has_engines, select_servers
 from bench.throughput.workloads import CELLS, FULL, QUICK, Cell, Timing, select_cells
 
 __all__ = ["main"]
@@ -49,6 +51,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help=f"{QUICK.duration:g} s per cell, one run (default: "
         f"{FULL.duration:g} s, {FULL.runs} runs)",
+    )
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="a named run: its servers, cells, timing and CPU placement (the options "
+        "below override them); "
+        + "; ".join(f"{p.name}: {p.description}" for p in PRESETS.values()),
     )
     parser.add_argument(
         "--workloads",
@@ -84,13 +93,31 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=BUILD_DIR / "logs",
         help="directory for the servers' output (default: bench/.build/logs)",
     )
+    parser.add_argument(
+        "--share-cpus",
+        action="store_true",
+        help="pin nothing: servers (a prefork server's workers too) and the load generator "
+        "share every CPU (default: server on CPU 0, load generator on CPU 1)",
+    )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    parser.add_argument("--list", action="store_true", help="list servers and cells, and exit")
+    parser.add_argument(
+        "--list", action="store_true", help="list servers, cells and presets, and exit"
+    )
     return parser.parse_args(argv)
 
 
-def timing_from(args: argparse.Namespace) -> Timing:
+def timing_from(args: argparse.Namespace, preset: Preset | None = None) -> Timing:
     timing = QUICK if args.quick else FULL
+    if preset is not None:
+        timing = preset.timing
+        if args.quick:
+            timing = dataclasses.replace(
+                timing,
+                name=f"{preset.timing.name}-quick",
+                duration=QUICK.duration,
+                warmup=QUICK.warmup,
+                runs=QUICK.runs,
+            )
     names = ("duration", "warmup", "runs", "quiet_wait")
     overrides = {name: getattr(args, name) for name in names}
     overrides = {name: value for name, value in overrides.items() if value is not None}
@@ -106,8 +133,10 @@ def default_out(timing: Timing, *, whole: bool) -> Path:
     return (RESULTS_DIR if whole else BUILD_DIR / "results") / f"{timing.name}.jsonl"
 
 
-def cpus() -> tuple[int | None, int | None]:
-    """Server and load generator CPUs; None (no pinning) without two CPUs to use."""
+def cpus(*, share: bool = False) -> tuple[int | None, int | None]:
+    """Server and load generator CPUs; None (no pinning) when shared or without two CPUs."""
+    if share:
+        return None, None
     available = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
     if {SERVER_CPU, LOADGEN_CPU} <= available:
         return SERVER_CPU, LOADGEN_CPU
@@ -123,10 +152,12 @@ def meta_record(
     servers: list[ServerSpec],
     cells: list[Cell],
     config: RunConfig,
+    preset: Preset | None = None,
 ) -> dict[str, Any]:
     args = sys.argv[1:] if argv is None else list(argv)
     return {
         "command": shlex.join(["python", "-m", "bench.throughput", *args]),
+        "preset": preset.name if preset else None,
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {**describe(), "portico_serve_engines": cli_has_engines()},
         "timing": dataclasses.asdict(timing),
@@ -153,12 +184,16 @@ def pinned(cpu: int | None) -> Iterator[None]:
 
 def list_matrix() -> None:
     print("servers:")
-    for server in SERVERS:
+    for server in ALL_SERVERS:
         why = server.unavailable()
         print(f"  {server.name:26} {server.label}" + (f"  [unavailable: {why}]" if why else ""))
     print("cells:")
     for cell in CELLS:
         print(f"  {cell.name:26} {cell.workload}: {cell.label}")
+    print("presets:")
+    for preset in PRESETS.values():
+        print(f"  {preset.name:26} {preset.description}")
+        print(f"  {'':26} servers: {' '.join(preset.servers)}; cells: {' '.join(preset.cells)}")
 
 
 def progress(index: int, total: int, result: CellResult, seconds: float) -> None:
@@ -203,19 +238,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list:
         list_matrix()
         return 0
+    preset = PRESETS[args.preset] if args.preset else None
     try:
-        timing = timing_from(args)
-        cells = select_cells(args.workloads)
-        servers = select_servers(args.servers)
+        timing = timing_from(args, preset)
+        cells = select_cells(args.workloads or (preset.cells if preset else None))
+        servers = select_servers(args.servers or (preset.servers if preset else None))
         loadgen = build("loadgen")
     except (ValueError, BuildError) as exc:
         print(f"bench.throughput: {exc}", file=sys.stderr)
         return 2
     out = args.out or default_out(timing, whole=not (args.workloads or args.servers))
     raise_nofile_limit()
-    server_cpu, loadgen_cpu = cpus()
+    server_cpu, loadgen_cpu = cpus(share=args.share_cpus or bool(preset and preset.share_cpus))
     config = RunConfig(timing, loadgen, server_cpu, loadgen_cpu, args.logs)
-    meta = meta_record(argv, timing, servers, cells, config)
+    meta = meta_record(argv, timing, servers, cells, config, preset)
     with pinned(loadgen_cpu), ResultsWriter(out, meta) as writer:
         failures = run_matrix(servers, cells, config, writer)
     written = report.write_report(out, plots=None if args.no_plots else out.parent)

@@ -5,7 +5,10 @@ SIGKILL after a grace period) reaches the children a forking server made, and
 nothing else.  Readiness is detected by talking to it: a TCP server is ready
 when a connection answers a line upper-cased, a UDP server when a datagram is
 answered; between attempts the harness waits on the process itself, so a
-server that dies early is noticed at once.
+server that dies early is noticed at once.  A server that says when it is
+ready (a prefork master, once every worker serves) is probed only after it
+has said so.  A prefork master is stopped with SIGTERM to it alone: it drains
+its workers and waits for them; SIGKILL to the session is the fallback.
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ class ServerProcess:
 
     popen: subprocess.Popen[bytes]
     log: Path
+    stop_leader: bool = False  # SIGTERM to the process alone (it stops its own children)
 
     @property
     def pid(self) -> int:
@@ -109,10 +113,16 @@ class ServerProcess:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self, grace: float = STOP_GRACE) -> None:
-        """SIGTERM to the server's session, SIGKILL if it is still there after ``grace``."""
+        """SIGTERM, SIGKILL to the session if the server is still there after ``grace``.
+
+        The SIGTERM goes to the session, or with ``stop_leader`` to the server alone.
+        """
         for signum in (signal.SIGTERM, signal.SIGKILL):
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signum)
+                if signum == signal.SIGTERM and self.stop_leader:
+                    os.kill(self.pid, signum)
+                else:
+                    os.killpg(self.pid, signum)
             try:
                 self.popen.wait(grace)
                 break
@@ -121,7 +131,9 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def running_server(argv: Sequence[str], *, cpu: int | None, log: Path) -> Iterator[ServerProcess]:
+def running_server(
+    argv: Sequence[str], *, cpu: int | None, log: Path, stop_leader: bool = False
+) -> Iterator[ServerProcess]:
     """Start ``argv`` pinned to ``cpu``, its output in ``log``; stop it on the way out."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
@@ -135,7 +147,7 @@ def running_server(argv: Sequence[str], *, cpu: int | None, log: Path) -> Iterat
             start_new_session=True,
             preexec_fn=_pinning(cpu),  # noqa: PLW1509 (the harness runs no threads)
         )
-    server = ServerProcess(popen, log)
+    server = ServerProcess(popen, log, stop_leader)
     try:
         yield server
     finally:
@@ -151,19 +163,32 @@ def child_environment() -> dict[str, str]:
 
 
 def wait_ready(
-    server: ServerProcess, transport: Transport, port: int, timeout: float = READY_TIMEOUT
+    server: ServerProcess,
+    transport: Transport,
+    port: int,
+    timeout: float = READY_TIMEOUT,
+    *,
+    ready: Callable[[], bool] | None = None,
 ) -> None:
-    """Return once the server answers a probe correctly; ServerFailed otherwise."""
+    """Return once the server answers a probe correctly; ServerFailed otherwise.
+
+    With ``ready``, the server is probed only once ``ready()`` is true (it said so).
+    """
     probe = _probe_tcp if transport == "tcp" else _probe_udp
     deadline = time.monotonic() + timeout
-    while not probe(port):
+    said = ready is None
+    while True:
+        said = said or (ready is not None and ready())
+        if said and probe(port):
+            return
         if server.popen.poll() is not None:
             raise ServerFailed(
                 f"exited with status {server.popen.returncode} before answering\n"
                 + server.log_tail()
             )
         if time.monotonic() > deadline:
-            raise ServerFailed(f"did not answer within {timeout:g} s\n" + server.log_tail())
+            what = "answer" if said else "say it was ready"
+            raise ServerFailed(f"did not {what} within {timeout:g} s\n" + server.log_tail())
         with contextlib.suppress(subprocess.TimeoutExpired):
             server.popen.wait(PROBE_PAUSE)
 

@@ -7,13 +7,22 @@ regenerates them; ``python -m bench.throughput`` calls this after a run.
 from __future__ import annotations
 
 import argparse
+import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.throughput.results import FAILED, NOT_APPLICABLE, OK, Summary, read_results, summarize
-from bench.throughput.servers import SERVERS
+from bench.throughput.results import (
+    FAILED,
+    NOT_APPLICABLE,
+    OK,
+    CellResult,
+    Summary,
+    read_results,
+    summarize,
+)
+from bench.throughput.servers import ALL_SERVERS, PREFORK_NAME
 from bench.throughput.targets import Figures, target_rows
 from bench.throughput.workloads import CELLS
 
@@ -40,6 +49,13 @@ NOTES = (
     "upper handler, no access log); the pool with --max-workers 32 (its default for 2 CPUs), "
     "so it serves 32 connections at a time. Engines portico cannot run yet are n/a.",
 )
+PREFORK_NOTES = (
+    "portico's prefork servers run as `portico serve --engine NAME --workers N [--reuse-port] "
+    "--pid-file FILE --log-level WARNING`. One is ready when its master has written its pid "
+    "file, which it does once every worker serves, and a probe is answered; it is stopped with "
+    "SIGTERM to the master alone, which drains its workers and waits for them. Its CPU and "
+    "peak memory are the master's and the workers' together (summed PSS).",
+)
 NOISY_CPU = 0.25  # other processes' CPU (in CPUs) above which a cell is flagged
 Summaries = Mapping[tuple[str, str], Summary]
 
@@ -56,7 +72,7 @@ class Layout:
         """The run's own order (its meta record), then the registry, then what the results hold."""
         servers = {s["name"]: s["label"] for s in meta.get("servers", [])}
         cells = {c["name"]: (c["workload"], c["label"]) for c in meta.get("cells", [])}
-        known_servers = {s.name: s.label for s in SERVERS}
+        known_servers = {s.name: s.label for s in ALL_SERVERS}
         known_cells = {c.name: (c.workload, c.label) for c in CELLS}
         for server, cell in summaries:
             servers.setdefault(server, known_servers.get(server, server))
@@ -151,10 +167,19 @@ def _header(meta: Mapping[str, Any]) -> list[str]:
             f"cell (figures are medians; errors are summed); bulk bounded at "
             f"{timing.get('bulk_cap')} s"
         )
+    shared = "server_cpu" in meta and meta["server_cpu"] is None and meta.get("loadgen_cpu") is None
+    if shared:
+        placement = (
+            f"- each cell: a fresh server and the C load generator, pinned to no CPU: they share "
+            f"all {machine.get('cpus', '?')} CPUs and the scheduler places them"
+        )
+    else:
+        placement = (
+            f"- each cell: a fresh server pinned to CPU {meta.get('server_cpu', '?')}, the C "
+            f"load generator pinned to CPU {meta.get('loadgen_cpu', '?')}"
+        )
     lines.append(
-        f"- each cell: a fresh server pinned to CPU {meta.get('server_cpu', '?')}, the C load "
-        f"generator pinned to CPU {meta.get('loadgen_cpu', '?')}; 64-byte lines answered "
-        "upper-cased, every reply checked byte for byte"
+        f"{placement}; 64-byte lines answered upper-cased, every reply checked byte for byte"
     )
     return [*lines, ""]
 
@@ -311,7 +336,135 @@ def _ratio_section(layout: Layout, summaries: Summaries) -> list[str]:
         )
         row.append(ratio(best_peer[1] if best_peer else None, figures.rps(REFERENCE, cell)))
         rows.append(row)
+    if not any(any(row[1:]) for row in rows):  # no stdlib pair, no Python peer (a preset)
+        return []
     return ["## Key ratios (requests/s)", "", *table(header, rows), ""]
+
+
+PREFORK_INTRO = (
+    "`portico-ENGINE-wN` is `portico serve --engine ENGINE --workers N`: a master and N "
+    "worker processes serving one listening socket (`-reuseport`: with `--reuse-port`, a "
+    "SO_REUSEPORT socket of each worker's own), against `portico-ENGINE`, the same engine in "
+    "one process, in the same run. w1 ÷ one process is what the master costs (it does nothing "
+    "per request: 1.0x); wN ÷ w1 is what more workers add, bounded by the CPU left to them: "
+    "the load generator runs on the same CPUs. Ratios are the medians of the ratios within "
+    "each run, where the servers of a cell run one after the other, seconds apart (a slow "
+    "spell of the host then slows both sides). In the second table, CPU is the server's "
+    "(master and workers) and the load generator's, in CPUs, over the measured window; "
+    "µs/req is the server's CPU time per request, which stays flat as workers are added when "
+    "they do not contend with each other; busy is all the CPU used, of the machine's: near "
+    "100%, the machine is full, and more workers cannot add more."
+)
+
+
+def _prefork_groups(layout: Layout) -> dict[str, list[tuple[str, int, bool]]]:
+    """The prefork servers of the run by engine: (name, workers, SO_REUSEPORT), in order."""
+    groups: dict[str, list[tuple[str, int, bool]]] = {}
+    for server in layout.servers:
+        match = PREFORK_NAME.match(server)
+        if match:
+            entry = (server, int(match["workers"]), bool(match["reuse"]))
+            groups.setdefault(match["engine"], []).append(entry)
+    return {
+        engine: sorted(entries, key=lambda e: (e[1], e[2])) for engine, entries in groups.items()
+    }
+
+
+def _short(workers: int, reuse: bool) -> str:
+    return f"w{workers}" + (" reuseport" if reuse else "")
+
+
+def per_request_us(summary: Summary | None) -> float | None:
+    """The server's CPU time per request, in µs."""
+    if summary is None or summary.server_cpu is None or not summary.rps:
+        return None
+    return 1e6 * summary.server_cpu / summary.rps
+
+
+def paired_ratio(records: Sequence[CellResult], mine: str, theirs: str, cell: str) -> float | None:
+    """The median over runs of ``mine`` ÷ ``theirs`` on ``cell``, each run with itself."""
+    by_run: dict[tuple[str, int], float] = {
+        (r.server, r.run): r.rps
+        for r in records
+        if r.cell == cell and r.status == OK and r.rps and r.server in (mine, theirs)
+    }
+    ratios = [
+        rps / by_run[theirs, run]
+        for (server, run), rps in by_run.items()
+        if server == mine and (theirs, run) in by_run
+    ]
+    return statistics.median(ratios) if ratios else None
+
+
+class _Ratios:
+    """Ratios of two servers on a cell: paired by run when the records are there."""
+
+    def __init__(self, figures: Figures, records: Sequence[CellResult]) -> None:
+        self.figures = figures
+        self.records = records
+
+    def __call__(self, mine: str, theirs: str, cell: str) -> str:
+        if self.records:
+            value = paired_ratio(self.records, mine, theirs, cell)
+            return "" if value is None else f"{value:.2f}x"
+        return ratio(self.figures.rps(mine, cell), self.figures.rps(theirs, cell))
+
+
+def _prefork_section(
+    layout: Layout, summaries: Summaries, cpus: int | None, records: Sequence[CellResult] = ()
+) -> list[str]:
+    figures = Figures(summaries)
+    of = _Ratios(figures, records)
+    lines: list[str] = []
+    for engine, variants in _prefork_groups(layout).items():
+        single = f"portico-{engine}"
+        w1 = f"portico-{engine}-w1"
+        columns = [(single, "one process")] if single in layout.servers else []
+        columns += [(name, _short(workers, reuse)) for name, workers, reuse in variants]
+        multi = [(name, _short(w, r)) for name, w, r in variants if w > 1]
+        reference = [(REFERENCE, "C")] if REFERENCE in layout.servers else []
+        header = ["cell", *(label for _, label in columns + reference)]
+        header += ["w1 ÷ one process", *(f"{label} ÷ w1" for _, label in multi)]
+        header += [f"{label} ÷ one process" for _, label in multi] + ["fastest ÷ C"]
+        rows, cpu_rows = [], []
+        for cell in layout.cells:
+            if not any(figures.get(name, cell) for name, _ in columns):
+                continue
+            row = [cell, *(number(figures.rps(name, cell)) for name, _ in columns + reference)]
+            row.append(of(w1, single, cell))
+            row += [of(name, w1, cell) for name, _ in multi]
+            row += [of(name, single, cell) for name, _ in multi]
+            best = figures.best([name for name, _ in columns], cell)
+            row.append(of(best[0], REFERENCE, cell) if best else "")
+            rows.append(row)
+            cpu_rows.append(
+                [cell, *(_cpu_text(figures.get(name, cell), cpus) for name, _ in columns)]
+            )
+        cpu_header = [
+            "cell",
+            *(f"{label}: server / load gen CPU, µs/req, busy" for _, label in columns),
+        ]
+        lines += [f"### {engine}", "", *table(header, rows), "", *table(cpu_header, cpu_rows), ""]
+    if not lines:
+        return []
+    return ["## Prefork: workers against one process", "", PREFORK_INTRO, "", *lines]
+
+
+def _cpu_text(summary: Summary | None, cpus: int | None) -> str:
+    if summary is None:
+        return ""
+    server, loadgen, other = summary.server_cpu, summary.loadgen_cpu, summary.other_cpu
+    text = f"{_cpus(server)} / {_cpus(loadgen)}"
+    per = per_request_us(summary)
+    if per is not None:
+        text += f", {per:.1f} µs"
+    if cpus and None not in (server, loadgen, other):
+        text += f", {percent(((server or 0) + (loadgen or 0) + (other or 0)) / cpus)}"
+    return text
+
+
+def _cpus(value: float | None) -> str:
+    return "?" if value is None else f"{value:.2f}"
 
 
 def _noise_section(layout: Layout, summaries: Summaries) -> list[str]:
@@ -378,18 +531,25 @@ def _cell_section(cell: str, label: str, layout: Layout, summaries: Summaries) -
     return [f"### {cell}: {label}", "", *table(header, rows), ""]
 
 
-def render_markdown(meta: Mapping[str, Any], summaries: Summaries) -> str:
+def render_markdown(
+    meta: Mapping[str, Any], summaries: Summaries, records: Sequence[CellResult] = ()
+) -> str:
+    """The report; with the run's ``records``, the prefork ratios are paired by run."""
     layout = Layout.of(meta, summaries)
     lines = _header(meta)
     lines += _summary_section(layout, summaries)
     lines += _headroom_section(layout, summaries)
     lines += _ratio_section(layout, summaries)
-    lines += _targets_section(summaries)
+    cpus = meta.get("machine", {}).get("cpus")
+    lines += _prefork_section(layout, summaries, cpus if isinstance(cpus, int) else None, records)
+    if not meta.get("preset"):  # a preset's run is not issue 3's matrix
+        lines += _targets_section(summaries)
     lines += _noise_section(layout, summaries)
     lines += ["## Every cell", ""]
     for cell, (_, label) in layout.cells.items():
         lines += _cell_section(cell, label, layout, summaries)
-    lines += ["## Notes", "", *(f"- {note}" for note in NOTES), ""]
+    notes = [*NOTES, *(PREFORK_NOTES if _prefork_groups(layout) else ())]
+    lines += ["## Notes", "", *(f"- {note}" for note in notes), ""]
     return "\n".join(lines)
 
 
@@ -506,7 +666,7 @@ def write_report(
     meta, records = read_results(results)
     summaries = summarize(records)
     markdown = markdown or results.with_suffix(".md")
-    markdown.write_text(render_markdown(meta, summaries), encoding="utf-8")
+    markdown.write_text(render_markdown(meta, summaries, records), encoding="utf-8")
     written = [markdown]
     if plots is not None:
         try:

@@ -7,6 +7,7 @@ from a clean process and no cell inherits another's threads or connections.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,7 @@ class RunConfig:
 
     timing: Timing
     loadgen: Path
-    server_cpu: int | None = 0
+    server_cpu: int | None = 0  # None: not pinned (the CPUs the harness may use)
     loadgen_cpu: int | None = 1
     log_dir: Path = BUILD_DIR / "logs"
 
@@ -74,8 +75,12 @@ def _measure(
     port = free_port(cell.transport)
     argv = server.command(cell.transport, port)
     log = config.log_dir / f"{server.name}.{cell.name}.{run}.log"
-    with running_server(argv, cpu=config.server_cpu, log=log) as process:
-        wait_ready(process, cell.transport, port)
+    with running_server(
+        argv, cpu=config.server_cpu, log=log, stop_leader=server.stop_leader
+    ) as process:
+        said = server.ready
+        ready = None if said is None else functools.partial(said, process, port)
+        wait_ready(process, cell.transport, port, ready=ready)
         start = process.rss_kib()
         tree = TreePeak(process) if server.forks else None
         load = run_loadgen(

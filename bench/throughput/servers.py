@@ -10,24 +10,43 @@ reported "n/a" (with portico's reason) while the engine cannot run here.  On
 a tree whose CLI has no ``--engine`` yet, the engines that exist as classes
 (``serial``, ``threads``, ``fork``) are served by
 ``peers/socketserver_upper.py`` with portico's classes and built-in handler.
+
+portico's prefork supervisor has a table of its own, :data:`PREFORK_SERVERS`
+(``portico-event-w2``: ``portico serve --engine event --workers 2``), run by
+name or by the family ``prefork`` (``--preset prefork`` runs them side by side
+with one process): the whole matrix pins every server to one CPU, where more
+than one worker means nothing.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import re
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
-from bench.throughput.build import build
-from bench.throughput.procs import Transport
+from bench.throughput.build import BUILD_DIR, build
+from bench.throughput.procs import ServerProcess, Transport
 from bench.throughput.workloads import Cell
 from portico.cli import serve as portico_serve
 
-__all__ = ["SERVERS", "ServerSpec", "cli_has_engines", "select_servers"]
+__all__ = [
+    "ALL_SERVERS",
+    "PREFORK_SERVERS",
+    "SERVERS",
+    "ServerSpec",
+    "cli_has_engines",
+    "is_prefork",
+    "portico_prefork",
+    "select_servers",
+]
 
 Command = Callable[[Transport, int], list[str]]
+# Beyond answering a probe: has the server said it is ready?  (The process, its port.)
+Ready = Callable[[ServerProcess, int], bool]
 TCP_AND_UDP: frozenset[Transport] = frozenset(("tcp", "udp"))
 TCP_ONLY: frozenset[Transport] = frozenset(("tcp",))
 FORK_LIMIT = 40  # ForkingMixIn.max_children: past it, the server waits for a child to exit
@@ -60,6 +79,9 @@ class ServerSpec:
     forks: bool = False  # children do the work: memory is summed over the process tree
     requires: tuple[str, ...] = ()  # Python modules it needs (optional extras)
     available: Callable[[], str | None] = _always_available  # None, or why not here
+    ready: Ready | None = None  # said it is ready (before the probe); None: the probe is enough
+    # SIGTERM to the process alone (it stops its own children), not to its session.
+    stop_leader: bool = False
 
     def not_applicable(self, cell: Cell) -> str | None:
         """Why this server cannot serve ``cell`` ("n/a"), or None."""
@@ -153,6 +175,86 @@ def portico(
     )
 
 
+# ---------------------------------------------------------------- prefork
+
+PREFORK_FAMILY = "prefork"
+PREFORK_NAME = re.compile(
+    r"^portico-(?P<engine>[a-z]+)-w(?P<workers>[0-9]+)(?P<reuse>-reuseport)?$"
+)
+PID_FILES = BUILD_DIR / "run"
+
+
+def is_prefork(name: str) -> bool:
+    """Whether a server name is one of portico's prefork entries (``portico-event-w2``)."""
+    return PREFORK_NAME.match(name) is not None
+
+
+def prefork_pid_file(port: int) -> Path:
+    """Where the master on ``port`` writes its pid once every worker serves (``--pid-file``)."""
+    return PID_FILES / f"portico-prefork-{port}.pid"
+
+
+def _prefork_command(
+    engine: str,
+    workers: int,
+    reuse_port: bool,
+    options: tuple[str, ...],
+    transport: Transport,
+    port: int,
+) -> list[str]:
+    pid_file = prefork_pid_file(port)
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.unlink(missing_ok=True)
+    serve = [sys.executable, "-m", "portico", "serve", "--engine", engine, *options]
+    prefork = ["--workers", str(workers), *(["--reuse-port"] if reuse_port else [])]
+    # WARNING: no access log.  At WARNING the master does not log "N workers serving"
+    # either, so readiness is its pid file, which it writes at that moment.
+    address = ["--bind", f"127.0.0.1:{port}", "--log-level", "WARNING"]
+    return [*serve, *prefork, "--pid-file", str(pid_file), *address, *_udp_flag(transport)]
+
+
+def prefork_ready(workers: int, process: ServerProcess, port: int) -> bool:
+    """Every worker serves: the master wrote its pid file, or logged so (at INFO)."""
+    try:
+        if prefork_pid_file(port).read_text().strip() == str(process.pid):
+            return True
+    except OSError:
+        pass
+    return f"master pid {process.pid}: {workers} workers serving" in process.log_tail(50)
+
+
+def _prefork_available(engine: str) -> str | None:
+    if not any(setting.flag == "--workers" for setting in portico_serve.SETTINGS):
+        return "`portico serve` has no --workers"
+    return _portico_available(engine)
+
+
+def portico_prefork(
+    engine: str,
+    workers: int,
+    *,
+    reuse_port: bool = False,
+    options: tuple[str, ...] = (),
+) -> ServerSpec:
+    """``portico serve --engine ENGINE --workers N [--reuse-port]``: a master and N workers.
+
+    Ready once the master says every worker serves (and a probe is answered); stopped
+    with SIGTERM to the master alone, which drains its workers and waits for them.
+    CPU and memory are the master's and its workers' together.
+    """
+    plural = "s" if workers > 1 else ""
+    return ServerSpec(
+        f"portico-{engine}-w{workers}" + ("-reuseport" if reuse_port else ""),
+        f"portico {engine}, {workers} worker{plural}" + (", SO_REUSEPORT" if reuse_port else ""),
+        PREFORK_FAMILY,
+        functools.partial(_prefork_command, engine, workers, reuse_port, options),
+        forks=True,
+        available=functools.partial(_prefork_available, engine),
+        ready=functools.partial(prefork_ready, workers),
+        stop_leader=True,
+    )
+
+
 def stdlib(engine: str, *, max_connections: int | None = None, forks: bool = False) -> ServerSpec:
     """The stdlib's socketserver class for one of portico's class engines."""
     return ServerSpec(
@@ -206,15 +308,31 @@ SERVERS: tuple[ServerSpec, ...] = (
     asyncio_peer("protocol", uvloop=True),
     gevent_peer(),
 )
+# portico's prefork supervisor: not in the whole matrix, which pins each server to one
+# CPU (see ``--preset prefork``).  A prefork entry is one line, like an engine.
+PREFORK_SERVERS: tuple[ServerSpec, ...] = (
+    portico_prefork("event", 1),
+    portico_prefork("event", 2),
+    portico_prefork("event", 2, reuse_port=True),
+    portico_prefork("threads", 1),
+    portico_prefork("threads", 2),
+    portico_prefork("async", 1),
+    portico_prefork("async", 2),
+)
+ALL_SERVERS: tuple[ServerSpec, ...] = SERVERS + PREFORK_SERVERS
 
 
 def select_servers(
-    names: Iterable[str] | None, table: Iterable[ServerSpec] = SERVERS
+    names: Iterable[str] | None, table: Iterable[ServerSpec] | None = None
 ) -> list[ServerSpec]:
-    """The servers named, by name (``portico-threads``) or by family (``portico``)."""
-    servers = list(table)
+    """The servers named, by name (``portico-threads``) or by family (``portico``).
+
+    Without names, the whole matrix (:data:`SERVERS`); names may also pick the prefork
+    entries (:data:`PREFORK_SERVERS`, family ``prefork``).
+    """
     if not names:
-        return servers
+        return list(SERVERS if table is None else table)
+    servers = list(ALL_SERVERS if table is None else table)
     wanted = set(names)
     known = {server.name for server in servers} | {server.family for server in servers}
     unknown = wanted - known

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from bench.throughput.results import FAILED, OK, Summary
+from bench.throughput.servers import is_prefork
 from bench.throughput.workloads import IDLE_CONNECTIONS
 
 __all__ = ["Figures", "TargetRow", "target_rows"]
@@ -60,7 +61,8 @@ class Figures:
 
     @property
     def portico(self) -> list[str]:
-        return [s for s in self.servers if s.startswith("portico-")]
+        """portico in one process: issue 3's targets are per process (prefork is issue 4's)."""
+        return [s for s in self.servers if s.startswith("portico-") and not is_prefork(s)]
 
     @property
     def python_peers(self) -> list[str]:

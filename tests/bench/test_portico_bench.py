@@ -131,6 +131,11 @@ def test_options_pass_through(tmp_path: Path) -> None:
     assert bench.harness_argv(dict(resolve(bench.SETTINGS, {}, {}).values)) == []
 
 
+def test_the_prefork_preset_passes_through() -> None:
+    resolved = resolve(bench.SETTINGS, {"preset": "prefork", "share_cpus": True}, {})
+    assert bench.harness_argv(dict(resolved.values)) == ["--share-cpus", "--preset", "prefork"]
+
+
 def test_find_checkout(tmp_path: Path) -> None:
     assert bench.find_checkout(REPO_ROOT / "bench" / "throughput") == REPO_ROOT
     other = tmp_path / "other"

@@ -82,6 +82,22 @@ SETTINGS = (
         help="one short run per cell (a few minutes), instead of three longer ones",
     ),
     Setting(
+        "preset",
+        str,
+        flag="--preset",
+        metavar="NAME",
+        help="a named run (prefork: the supervisor at 1 and 2 workers against one process "
+        "and the C reference); the options below override it",
+    ),
+    Setting(
+        "share_cpus",
+        parse_bool,
+        flag="--share-cpus",
+        default="no",
+        switch=True,
+        help="pin nothing: servers and the load generator share every CPU",
+    ),
+    Setting(
         "workloads",
         parse_names,
         flag="--workloads",
@@ -194,7 +210,7 @@ def harness_argv(values: dict[str, Any]) -> list[str]:
 
 
 def _harness_options(values: dict[str, Any]) -> Iterator[str]:
-    for name in ("quick", "no_plots", "list"):
+    for name in ("quick", "share_cpus", "no_plots", "list"):
         if values.get(name):
             yield f"--{name.replace('_', '-')}"
     for name in ("workloads", "servers"):
@@ -202,7 +218,7 @@ def _harness_options(values: dict[str, Any]) -> Iterator[str]:
         if names:
             yield f"--{name}"
             yield from names
-    for name in ("duration", "warmup", "runs", "quiet_wait", "out", "logs"):
+    for name in ("preset", "duration", "warmup", "runs", "quiet_wait", "out", "logs"):
         value = values.get(name)
         if value is not None:
             yield f"--{name.replace('_', '-')}"
