@@ -19,7 +19,7 @@ import pytest
 import trustme
 
 import portico
-from portico.engines import available_engines, server_class
+from portico.engines import AsyncStreamRequestHandler, available_engines, server_class
 from portico.net.proxy_protocol import PP2_TYPE_AUTHORITY, PP2_TYPE_UNIQUE_ID, encode_v1, encode_v2
 from portico.server.proxy import parse_networks, proxy_header
 from portico.tls import Certificate, TLSConfig
@@ -57,6 +57,8 @@ def serve() -> Iterator[Any]:
 
     def start(engine: str = "threads", base: type = portico.TCPServer, **attributes: Any) -> Any:
         handler = DatagramReport if base is portico.UDPServer else Report
+        if engine == "async":
+            handler = AsyncReport
         server = server_class(engine, base)(("127.0.0.1", 0), handler)
         server.proxy_protocol = "auto"
         for name, value in attributes.items():
@@ -80,6 +82,15 @@ def exchange(server: Any, chunks: list[bytes], lines: int = 1) -> list[bytes]:
             sock.sendall(chunk)
         replies = sock.makefile("rb")
         return [replies.readline() for _ in range(lines)]
+
+
+def dropped(server: Any, chunks: list[bytes]) -> bool:
+    """Whether the server closed the connection without answering (a FIN, or a reset
+    when it closed with our bytes unread)."""
+    try:
+        return exchange(server, chunks) == [b""]
+    except ConnectionResetError:
+        return True
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -128,8 +139,8 @@ def test_untrusted_peers_malformed_headers_and_silence_are_dropped(serve, caplog
     server = serve(proxy_header_timeout=0.5)
     closed = serve(proxy_allow=parse_networks(["10.0.0.0/8"]))
     with caplog.at_level(logging.INFO, logger="portico.proxy"):
-        assert exchange(closed, [encode_v1(CLIENT, SERVER) + b"x\n"]) == [b""]
-        assert exchange(server, [b"PROXY TCP4 1.2.3.4 5.6.7.8 99999 80\r\nx\n"]) == [b""]
+        assert dropped(closed, [encode_v1(CLIENT, SERVER) + b"x\n"])
+        assert dropped(server, [b"PROXY TCP4 1.2.3.4 5.6.7.8 99999 80\r\nx\n"])
         silent = socket.create_connection(server.server_address, timeout=DEADLINE)
         with silent:
             # Others are served meanwhile; the silent one is closed at its deadline.
@@ -164,3 +175,31 @@ def test_proxy_header_then_tls(serve, tmp_path) -> None:
         with context.wrap_socket(raw, server_hostname="localhost") as tls:
             tls.sendall(b"secret\n")
             assert tls.makefile("rb").readline() == b"203.0.113.7:40000 - SECRET\n"
+
+
+class AsyncReport(AsyncStreamRequestHandler):
+    async def handle(self) -> None:
+        header = proxy_header()
+        assert header is self.request.proxy_header
+        authority = (header.authority if header else None) or "-"
+        async for line in self.reader:
+            host, port = self.client_address[:2]
+            self.writer.write(f"{host}:{port} {authority} ".encode() + line.upper())
+
+
+def test_the_async_engine_reads_proxy_headers(serve, caplog) -> None:
+    server = serve("async", proxy_header_timeout=0.5)
+    v2 = encode_v2(CLIENT, SERVER, tlvs=[(PP2_TYPE_AUTHORITY, b"api.example.test")])
+    chunks = [v2[:5], v2[5:17], v2[17:] + b"hello\n"]
+    assert exchange(server, chunks) == [b"203.0.113.7:40000 api.example.test HELLO\n"]
+    assert exchange(server, [encode_v1(CLIENT, SERVER), b"v1\n"]) == [b"203.0.113.7:40000 - V1\n"]
+    with caplog.at_level(logging.INFO, logger="portico.proxy"):
+        assert dropped(server, [b"GET / HTTP/1.0\r\n\r\n"])
+        with socket.create_connection(server.server_address, timeout=DEADLINE) as silent:
+            assert silent.recv(10) == b""  # dropped at the header deadline
+    assert "bad PROXY header" in caplog.text and "no PROXY header in time" in caplog.text
+
+
+def test_the_async_engine_drops_untrusted_proxies(serve) -> None:
+    server = serve("async", proxy_allow=parse_networks(["10.0.0.0/8"]))
+    assert dropped(server, [encode_v1(CLIENT, SERVER) + b"x\n"])

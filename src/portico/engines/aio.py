@@ -48,7 +48,9 @@ from portico.engines.aio_streams import DEFAULT_LIMIT, AsyncStream, DatagramRepl
 from portico.engines.base import EngineStatistics, created_once
 from portico.errors import ConfigurationError
 from portico.net.addresses import mapped_ipv6_address, plain_peer_address
+from portico.net.proxy_protocol import ProxyProtocolError, parse
 from portico.net.wakeup import Wakeup, signals_wake
+from portico.server import proxy
 from portico.server.base import BaseServer
 from portico.server.inet import TCPServer, UDPServer
 
@@ -281,6 +283,12 @@ class AsyncEngine:
         address = stream.client_address = plain_peer_address(
             stream.transport.get_extra_info("peername")
         )
+        if self.server.proxy_protocol is not None and not self.datagram_server:
+            self._read_proxy_header(stream, address)
+            return
+        self._serve_stream(stream, address)
+
+    def _serve_stream(self, stream: AsyncStream, address: Any) -> None:
         server = self.server
         try:
             if self._verify and not server.verify_request(stream, address):
@@ -293,6 +301,55 @@ class AsyncEngine:
         except Exception:
             server.handle_error(stream, address)
             self._close(stream)
+
+    def _read_proxy_header(self, stream: AsyncStream, peer: Any) -> None:
+        """Read the PROXY header from the stream's first bytes, then serve it.
+
+        As on the other engines (``portico.server.proxy``): only peers in
+        ``proxy_allow``, within ``proxy_header_timeout``, a well-formed
+        header; anything else is logged and closed before a handler exists.
+        """
+        server = self.server
+        if not proxy.is_trusted(peer, server.proxy_allow):
+            proxy.dropped(peer, "not an allowed proxy (proxy_allow)")
+            stream.transport.close()
+            return
+        timeout = server.proxy_header_timeout
+        timer = None
+        if timeout is not None:
+            timer = self.loop.call_later(timeout, self._proxy_header_late, stream, peer)
+
+        def arrived(stream: AsyncStream) -> None:
+            try:
+                header = parse(stream.unread(), versions=server.proxy_protocol)
+            except ProxyProtocolError as exc:
+                header = None
+                reason: str | None = f"bad PROXY header: {exc}"
+            else:
+                reason = "ended before its PROXY header" if stream.eof_seen else None
+            if header is None and reason is None:
+                return  # more to come
+            stream._before_handler = None
+            if timer is not None:
+                timer.cancel()
+            if header is None:
+                proxy.dropped(peer, str(reason))
+                stream.transport.close()
+                return
+            stream.skip(header.length)
+            stream.proxy_header = header
+            address = proxy.original_address(header, stream, peer)
+            stream.client_address = address
+            with proxy.serving(header):  # the handler's task copies this context
+                self._serve_stream(stream, address)
+
+        stream._before_handler = arrived
+
+    def _proxy_header_late(self, stream: AsyncStream, peer: Any) -> None:
+        if stream._before_handler is not None:
+            stream._before_handler = None
+            proxy.dropped(peer, "no PROXY header in time")
+            stream.transport.close()
 
     def stream_lost(self, stream: AsyncStream) -> None:
         self.streams.discard(stream)
@@ -558,6 +615,11 @@ def _tls_arguments(server: Any) -> dict[str, Any]:
     """
     if getattr(server, "ssl_context", None) is None:
         return {}
+    if server.proxy_protocol is not None:
+        raise ConfigurationError(
+            "the async engine cannot yet read a PROXY header before TLS: use the event "
+            "engine (or threads, pool) for TLS behind a proxy that sends one"
+        )
     from portico.tls.serve import following_reloads  # noqa: PLC0415 (imports ssl)
 
     return {

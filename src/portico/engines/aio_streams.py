@@ -248,6 +248,7 @@ class AsyncStream(asyncio.Protocol):
     """
 
     __slots__ = (
+        "_before_handler",
         "_buffer",
         "_eof",
         "_limit",
@@ -264,6 +265,7 @@ class AsyncStream(asyncio.Protocol):
         "bytes_in",
         "bytes_out",
         "client_address",
+        "proxy_header",
         "transport",
     )
 
@@ -294,6 +296,10 @@ class AsyncStream(asyncio.Protocol):
         self.client_address = client_address
         self.bytes_in = 0
         self.bytes_out = 0
+        # Set while something must be read before the handler starts (a PROXY header):
+        # called with the stream on each arrival instead of waking a handler.
+        self._before_handler: Callable[[AsyncStream], None] | None = None
+        self.proxy_header: Any = None  # the PROXY header, when the server expects one
 
     # -- the protocol ------------------------------------------------------
 
@@ -308,6 +314,9 @@ class AsyncStream(asyncio.Protocol):
             buffer = buffer[self._start :]
             self._start = 0
         self._buffer = buffer + data if buffer else data
+        if self._before_handler is not None:
+            self._before_handler(self)
+            return
         if self._waiting:
             task = self._task
             if task is not None and task._blocked is _WAITING:
@@ -319,8 +328,24 @@ class AsyncStream(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self._eof = True
+        if self._before_handler is not None:
+            self._before_handler(self)  # it sees the end of file
+            return True
         self._wake()
         return True  # keep the transport open: the handler may still answer
+
+    def unread(self) -> bytes:
+        """The bytes received and not yet read (before the handler starts: all of them)."""
+        return self._buffer[self._start :]
+
+    def skip(self, count: int) -> None:
+        """Drop ``count`` received bytes (a PROXY header) before the handler reads."""
+        self._start += count
+
+    @property
+    def eof_seen(self) -> bool:
+        """The peer finished sending (whatever is left unread)."""
+        return self._eof
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = self._lost = True

@@ -42,6 +42,8 @@ from portico.net.proxy_protocol import (
 __all__ = [
     "LOOPBACK",
     "PROXY_VERSIONS",
+    "dropped",
+    "is_trusted",
     "original_address",
     "parse_networks",
     "proxy_header",
@@ -88,9 +90,8 @@ def take_proxy_header(
     A dropped connection is logged.  A datagram request comes back without
     its header; a stream's header is consumed from the socket.
     """
-    peer = format_address(client_address)
-    if not _trusted(client_address, server.proxy_allow):
-        log.warning("connection from %s dropped: not an allowed proxy (proxy_allow)", peer)
+    if not is_trusted(client_address, server.proxy_allow):
+        dropped(client_address, "not an allowed proxy (proxy_allow)")
         return None
     try:
         if isinstance(request, tuple):  # a datagram: (data, socket)
@@ -99,12 +100,17 @@ def take_proxy_header(
         versions = server.proxy_protocol
         return request, _read_stream_header(request, versions, server.proxy_header_timeout)
     except ProxyProtocolError as exc:
-        log.warning("connection from %s dropped: bad PROXY header: %s", peer, exc)
+        dropped(client_address, f"bad PROXY header: {exc}")
     except TimeoutError:
-        log.warning("connection from %s dropped: no PROXY header in time", peer)
+        dropped(client_address, "no PROXY header in time")
     except OSError as exc:
-        log.info("connection from %s ended before its PROXY header: %s", peer, exc)
+        dropped(client_address, f"ended before its PROXY header: {exc}")
     return None
+
+
+def dropped(client_address: Any, reason: str) -> None:
+    """Log a connection dropped for its PROXY header (or for coming from elsewhere)."""
+    log.warning("connection from %s dropped: %s", format_address(client_address), reason)
 
 
 def original_address(header: ProxyHeader, request: Any, client_address: Any) -> Any:
@@ -130,9 +136,10 @@ def serving(header: ProxyHeader) -> Iterator[None]:
         _current.reset(token)
 
 
-def _trusted(client_address: Any, allowed: tuple[Network, ...]) -> bool:
+def is_trusted(client_address: Any, allowed: tuple[Network, ...]) -> bool:
+    """Whether ``client_address`` may send a PROXY header (Unix peers always may)."""
     if not isinstance(client_address, tuple):
-        return True  # a Unix socket: whoever can reach the file is trusted by its mode
+        return True  # a Unix socket: the file's mode says who can reach it
     try:
         address = ipaddress.ip_address(client_address[0])
     except ValueError:
