@@ -327,3 +327,22 @@ def test_start_tls_never_obeys_a_command_injected_before_the_handshake(
         while raw.recv(4096):  # the server fails the handshake and closes
             pass
     assert starttls_server.heard == [b"STARTTLS\n"]
+
+
+def test_tls_over_a_unix_socket(files, tmp_path: Path) -> None:
+    path = str(tmp_path / "tls.sock")
+    server = portico.ThreadingUnixStreamServer(path, Upper)
+    server.use_tls(TLSConfig(Certificate(files["local"])))
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,))
+    thread.start()
+    try:
+        with socket.socket(socket.AF_UNIX) as raw:
+            raw.settimeout(DEADLINE)
+            raw.connect(path)
+            with client_context(files).wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(b"unix\n")
+                assert tls.makefile("rb").readline() == b"UNIX\n"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(DEADLINE)
