@@ -20,7 +20,15 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from portico.cli.settings import Command, Resolved, Setting, parse_bool, parse_positive_int
+from portico.cli.settings import (
+    Command,
+    Resolved,
+    Setting,
+    parse_bool,
+    parse_positive_int,
+    parse_positive_seconds,
+    parse_seconds,
+)
 from portico.errors import ConfigurationError
 
 __all__ = ["COMMAND", "SETTINGS", "find_checkout", "harness_argv", "run"]
@@ -37,23 +45,6 @@ def parse_names(text: str) -> tuple[str, ...]:
     if not all(names):
         raise ConfigurationError(f"{text!r} is not a list of names such as oneshot,udp")
     return names
-
-
-def parse_seconds(text: str) -> float:
-    try:
-        seconds = float(text.strip())
-    except ValueError:
-        raise ConfigurationError(f"{text!r} is not a number of seconds") from None
-    if not seconds >= 0:  # also refuses nan
-        raise ConfigurationError(f"{text!r} is negative")
-    return seconds
-
-
-def parse_positive_seconds(text: str) -> float:
-    seconds = parse_seconds(text)
-    if seconds == 0:
-        raise ConfigurationError(f"{text!r} is not a positive number of seconds")
-    return seconds
 
 
 def parse_path(text: str) -> Path:

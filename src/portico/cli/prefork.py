@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from portico.cli.handlers import load_callable
-from portico.cli.settings import Setting, parse_bool, parse_positive_int
+from portico.cli.settings import Setting, parse_bool, parse_positive_int, parse_positive_seconds
 from portico.errors import ConfigurationError
 from portico.prefork import Supervisor
 
@@ -29,16 +29,6 @@ def parse_count(text: str) -> int:
     if number < 0:
         raise ConfigurationError(f"{text!r} is negative")
     return number
-
-
-def parse_positive_seconds(text: str) -> float:
-    try:
-        seconds = float(text.strip())
-    except ValueError:
-        raise ConfigurationError(f"{text!r} is not a number of seconds") from None
-    if not seconds > 0:  # NaN too
-        raise ConfigurationError(f"{text!r} is not a positive number of seconds")
-    return seconds
 
 
 def parse_init_spec(text: str) -> str:

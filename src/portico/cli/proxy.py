@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from portico.cli.settings import Setting
+from portico.cli.settings import Setting, parse_positive_seconds
 from portico.errors import ConfigurationError
 from portico.server.proxy import LOOPBACK, PROXY_VERSIONS, parse_networks
 
@@ -24,16 +24,6 @@ def parse_version(text: str) -> str:
 
 def parse_network(text: str) -> Any:
     return parse_networks([text])[0]
-
-
-def parse_timeout(text: str) -> float:
-    try:
-        seconds = float(text.strip())
-    except ValueError:
-        raise ConfigurationError(f"{text!r} is not a number of seconds") from None
-    if not seconds > 0:
-        raise ConfigurationError(f"{text!r} is not a positive number of seconds")
-    return seconds
 
 
 SETTINGS = (
@@ -58,7 +48,7 @@ SETTINGS = (
     ),
     Setting(
         "proxy_timeout",
-        parse_timeout,
+        parse_positive_seconds,
         flag="--proxy-timeout",
         metavar="SECONDS",
         default="5",

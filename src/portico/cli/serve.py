@@ -36,6 +36,7 @@ from portico.cli.settings import (
     parse_log_level,
     parse_octal_mode,
     parse_positive_int,
+    parse_seconds,
 )
 from portico.engines import DEFAULT_ENGINE, ENGINES, choose_engine, default_max_workers
 from portico.errors import ConfigurationError
@@ -70,16 +71,6 @@ def parse_descriptor(text: str) -> int:
     if fd < 0:
         raise ConfigurationError(f"{text!r} is not a descriptor number")
     return fd
-
-
-def parse_seconds(text: str) -> float:
-    try:
-        seconds = float(text.strip())
-    except ValueError:
-        raise ConfigurationError(f"{text!r} is not a number of seconds") from None
-    if not seconds >= 0:  # NaN too
-        raise ConfigurationError(f"{text!r} is not a number of seconds")
-    return seconds
 
 
 def parse_engine(text: str) -> str:

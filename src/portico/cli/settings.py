@@ -28,6 +28,8 @@ __all__ = [
     "parse_log_level",
     "parse_octal_mode",
     "parse_positive_int",
+    "parse_positive_seconds",
+    "parse_seconds",
     "resolve",
 ]
 
@@ -194,3 +196,22 @@ def parse_log_level(text: str) -> str:
     if level not in _LOG_LEVELS:
         raise ConfigurationError(f"{text!r} is not one of {', '.join(_LOG_LEVELS)}")
     return level
+
+
+def parse_seconds(text: str) -> float:
+    """A duration in seconds, zero included."""
+    try:
+        seconds = float(text.strip())
+    except ValueError:
+        raise ConfigurationError(f"{text!r} is not a number of seconds") from None
+    if not seconds >= 0:  # NaN too
+        raise ConfigurationError(f"{text!r} is negative")
+    return seconds
+
+
+def parse_positive_seconds(text: str) -> float:
+    """A duration in seconds, more than zero."""
+    seconds = parse_seconds(text)
+    if seconds == 0:
+        raise ConfigurationError(f"{text!r} is not a positive number of seconds")
+    return seconds

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from portico.cli.settings import Setting
+from portico.cli.settings import Setting, parse_positive_seconds
 from portico.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -49,16 +49,6 @@ def parse_alpn(text: str) -> str:
     if not protocol or len(protocol.encode()) > 255:
         raise ConfigurationError(f"{text!r} is not an ALPN protocol name (1-255 bytes)")
     return protocol
-
-
-def parse_timeout(text: str) -> float:
-    try:
-        seconds = float(text.strip())
-    except ValueError:
-        raise ConfigurationError(f"{text!r} is not a number of seconds") from None
-    if not seconds > 0:
-        raise ConfigurationError(f"{text!r} is not a positive number of seconds")
-    return seconds
 
 
 SETTINGS = (
@@ -116,7 +106,7 @@ SETTINGS = (
     ),
     Setting(
         "tls_handshake_timeout",
-        parse_timeout,
+        parse_positive_seconds,
         flag="--tls-handshake-timeout",
         metavar="SECONDS",
         default="10",
