@@ -109,6 +109,7 @@ class BaseServer:
     # Defaults at class level, so that a subclass whose __init__ skips ours
     # (the stdlib tolerates a few such) still finds them.
     _portico_serving_thread: int | None = None
+    _portico_waiting_room: _WaitingRoom | None = None  # while serve_forever() runs
     _portico_wakeup: Wakeup | None = None
     _portico_ready: Any = None
     # True from the end of a serve_forever() loop until the next one starts:
@@ -176,13 +177,18 @@ class BaseServer:
             with signals_wake(wakeup), self._portico_new_selector() as selector:
                 selector.register(wakeup, selectors.EVENT_READ)
                 loop = _AcceptLoop(self, selector, poll_interval)
-                self._portico_serving.set()
-                while not self.__shutdown_request:
-                    ready = selector.select(loop.wait_time())
-                    if self.__shutdown_request:
-                        break
-                    loop.dispatch(ready, wakeup)
-                    self.service_actions()
+                self._portico_waiting_room = loop.room
+                try:
+                    self._portico_serving.set()
+                    while not self.__shutdown_request:
+                        ready = selector.select(loop.wait_time())
+                        if self.__shutdown_request:
+                            break
+                        loop.dispatch(ready, wakeup)
+                        self.service_actions()
+                finally:
+                    self._portico_waiting_room = None
+                    loop.room.close_all()  # never served: their clients sent nothing yet
         finally:
             self._portico_wakeup = None
             wakeup.close()
@@ -365,18 +371,45 @@ class BaseServer:
             requests.add(request)
         if self._portico_accept.paused:
             self._portico_accept_recovered()
-        if self.verify_request(request, client_address):
-            try:
-                self.process_request(request, client_address)
-            except Exception:
-                self.handle_error(request, client_address)
-                self.shutdown_request(request)
-            except BaseException:
-                self.shutdown_request(request)
-                raise
-        else:
+        if not self.verify_request(request, client_address):
             self.shutdown_request(request)
+            return True
+        room = self._portico_waiting_room
+        timeout = (
+            None if room is None else self._portico_first_byte_timeout(request, client_address)
+        )
+        if room is not None and timeout is not None:
+            room.hold(request, client_address, timeout)
+        else:
+            self._portico_process(request, client_address)
         return True
+
+    def _portico_process(self, request: Any, client_address: Any) -> None:
+        """process_request(), with the stdlib's handling of its errors."""
+        try:
+            self.process_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+            self.shutdown_request(request)
+        except BaseException:
+            self.shutdown_request(request)
+            raise
+
+    def _portico_first_byte_timeout(self, request: Any, client_address: Any) -> float | None:
+        """Seconds the serving loop may hold ``request`` until its client sends something.
+
+        None: hand it to the engine at once (the default).  A server whose
+        clients speak first (TLS, the PROXY protocol) holds new connections
+        in the serving loop's selector instead, so that one that never
+        speaks costs a descriptor, not a thread, a pool slot or a fork.
+        """
+        return None
+
+    def _portico_sent_nothing(self, client_address: Any) -> None:
+        """A held connection's deadline passed before its client sent anything."""
+        server_log.info(
+            "connection from %s closed: it sent nothing in time", format_address(client_address)
+        )
 
     def _portico_sources(self) -> list[Source]:
         """What to select on for new requests: by default the server's own fileno()."""
@@ -505,6 +538,7 @@ class _AcceptLoop:
         self.resume_at: float | None = None
         self.gated = False
         self.watching = False
+        self.room = _WaitingRoom(server, selector)
         self._watch()
 
     def _watch(self) -> None:
@@ -512,6 +546,7 @@ class _AcceptLoop:
             return
         for fileobj, listener in self.sources:
             self.selector.register(fileobj, selectors.EVENT_READ, listener)
+        self.room.watch(True)
         self.watching = True
 
     def _unwatch(self) -> None:
@@ -519,17 +554,24 @@ class _AcceptLoop:
             return
         for fileobj, _ in self.sources:
             self.selector.unregister(fileobj)
+        self.room.watch(False)  # a full engine takes no held request either
         self.watching = False
 
     def wait_time(self) -> float | None:
-        if self.resume_at is None:
-            return self.poll_interval
-        remaining = self.resume_at - time.monotonic()
-        if remaining <= 0:
-            self.resume_at = None
-            self._watch()
-            return 0.0
-        return remaining if self.poll_interval is None else min(remaining, self.poll_interval)
+        now = time.monotonic()
+        self.room.expire(now)
+        wait = self.poll_interval
+        if self.resume_at is not None:
+            remaining = self.resume_at - now
+            if remaining <= 0:
+                self.resume_at = None
+                self._watch()
+                return 0.0
+            wait = remaining if wait is None else min(remaining, wait)
+        first = self.room.next_deadline()
+        if first is not None:
+            wait = max(0.0, first - now) if wait is None else max(0.0, min(wait, first - now))
+        return wait
 
     def _take(self, server: BaseServer) -> None:
         """Take one request, or up to a batch from a listener an engine made non-blocking."""
@@ -550,8 +592,11 @@ class _AcceptLoop:
                     self.gated = False
                     self._watch()
                 continue
-            server._portico_ready = key.data
-            self._take(server)
+            if isinstance(key.data, _Held):
+                self.room.release(key.data)
+            else:
+                server._portico_ready = key.data
+                self._take(server)
             if server._portico_accept.paused and self.resume_at is None:
                 self.resume_at = time.monotonic() + server._portico_accept.delay
                 self._unwatch()
@@ -560,6 +605,76 @@ class _AcceptLoop:
                 self.gated = True
                 self._unwatch()
                 return
+
+
+class _Held:
+    """A connection held until its client sends its first byte, or its deadline."""
+
+    __slots__ = ("client_address", "deadline", "request")
+
+    def __init__(self, request: Any, client_address: Any, deadline: float) -> None:
+        self.request = request
+        self.client_address = client_address
+        self.deadline = deadline
+
+
+class _WaitingRoom:
+    """New connections whose clients must speak first, held in the serving loop's selector.
+
+    A connection is handed to the engine (``process_request()``) once it is
+    readable (its first bytes arrived, or the client closed), or closed
+    when its deadline passes first, with a log line.  Held connections
+    leave the selector while the listeners do (a full engine, a back-off).
+    """
+
+    def __init__(self, server: BaseServer, selector: selectors.BaseSelector) -> None:
+        self.server = server
+        self.selector = selector
+        self.held: dict[int, _Held] = {}
+        self.watching = True
+
+    def hold(self, request: Any, client_address: Any, timeout: float) -> None:
+        held = _Held(request, client_address, time.monotonic() + timeout)
+        self.held[request.fileno()] = held
+        if self.watching:
+            self.selector.register(request, selectors.EVENT_READ, held)
+
+    def release(self, held: _Held) -> None:
+        self._forget(held)
+        self.server._portico_process(held.request, held.client_address)
+
+    def watch(self, on: bool) -> None:
+        if on == self.watching:
+            return
+        self.watching = on
+        for held in self.held.values():
+            if on:
+                self.selector.register(held.request, selectors.EVENT_READ, held)
+            else:
+                self.selector.unregister(held.request)
+
+    def next_deadline(self) -> float | None:
+        # Held in arrival order with one timeout each: the first is the earliest.
+        return next((held.deadline for held in self.held.values()), None)
+
+    def expire(self, now: float) -> None:
+        while self.held:
+            held = next(iter(self.held.values()))
+            if held.deadline > now:
+                return
+            self._forget(held)
+            self.server._portico_sent_nothing(held.client_address)
+            self.server.shutdown_request(held.request)
+
+    def close_all(self) -> None:
+        for held in list(self.held.values()):
+            self._forget(held)
+            self.server.shutdown_request(held.request)
+
+    def _forget(self, held: _Held) -> None:
+        del self.held[held.request.fileno()]
+        if self.watching:
+            self.selector.unregister(held.request)
 
 
 def _remaining(deadline: float | None) -> float | None:

@@ -19,6 +19,7 @@ from typing import Any
 from portico.errors import ConfigurationError
 from portico.net.addresses import (
     family_of_host,
+    format_address,
     is_ipv6_literal,
     mapped_ipv6_address,
     plain_peer_address,
@@ -37,6 +38,8 @@ from portico.net.quiesce import accept_queue_length, stop_new_connections
 from portico.server.base import BaseServer, Source
 from portico.server.proxy import (
     LOOPBACK,
+    dropped,
+    is_trusted,
     original_address,
     parse_networks,
     serving,
@@ -127,6 +130,9 @@ class TCPServer(BaseServer):
     proxy_protocol: str | None = None
     proxy_allow: tuple[Any, ...] = parse_networks(LOOPBACK)
     proxy_header_timeout: float | None = 5.0
+    # Hold connections whose client speaks first in the serving loop until it does
+    # (engines whose requests wait cooperatively need not).
+    _portico_holds_for_first_byte = True
 
     def __init__(
         self,
@@ -285,6 +291,34 @@ class TCPServer(BaseServer):
         from portico.tls.serve import finish_over_tls  # noqa: PLC0415
 
         finish_over_tls(self, request, client_address, super().finish_request)
+
+    def _portico_first_byte_timeout(self, request: Any, client_address: Any) -> float | None:
+        """With TLS or the PROXY protocol the client speaks first: hold it until it does.
+
+        A peer that may not send a PROXY header is not held: finish_request()
+        drops it at once.
+        """
+        if not self._portico_holds_for_first_byte or isinstance(request, tuple):
+            return None
+        if self.proxy_protocol is not None:
+            if not is_trusted(client_address, self.proxy_allow):
+                return None
+            return self.proxy_header_timeout
+        if self.ssl_context is not None:
+            return self.tls_handshake_timeout
+        return None
+
+    def _portico_sent_nothing(self, client_address: Any) -> None:
+        """The client of a held connection said nothing in time: log it as its protocol would."""
+        if self.proxy_protocol is not None:
+            dropped(client_address, "no PROXY header in time")
+        elif self.ssl_context is not None:
+            tls_log.info(
+                "TLS handshake with %s failed: no handshake within the time allowed",
+                format_address(client_address),
+            )
+        else:
+            super()._portico_sent_nothing(client_address)
 
     def use_tls(self, config: Any) -> None:
         """Serve TLS from now on, with a :class:`portico.tls.TLSConfig` (portico).

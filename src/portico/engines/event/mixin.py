@@ -44,6 +44,8 @@ class EventMixIn(_ServerBase):
     # Listeners are non-blocking here, so a readiness may take a burst of
     # connections or datagrams at once; an empty queue ends the batch.
     _portico_accept_batch = 64
+    # A task waiting for a client's first byte costs no thread: no need to hold it.
+    _portico_holds_for_first_byte = False
 
     _portico_event: EventEngine | None = None
 
