@@ -11,6 +11,8 @@ from __future__ import annotations
 __all__ = [
     "AddressInUseError",
     "ConfigurationError",
+    "ConnectionLimitError",
+    "LineTooLongError",
     "ListenerError",
     "PorticoError",
 ]
@@ -47,3 +49,24 @@ class ListenerError(PorticoError, OSError):
 
 class AddressInUseError(ListenerError):
     """Another live process already listens on the address."""
+
+
+class ConnectionLimitError(PorticoError):
+    """A client went past a limit of its connection; the connection is closed.
+
+    Raised in the handler where it reads or writes; the server logs one line
+    (which limit, which peer) instead of a traceback.  ``limit`` names the
+    setting that fired.
+    """
+
+    limit = "limit"
+
+
+class LineTooLongError(ConnectionLimitError, ValueError):
+    """A line longer than ``max_line_length`` bytes, newline included."""
+
+    limit = "max_line_length"
+
+    def __init__(self, maximum: int) -> None:
+        super().__init__(f"a line longer than {maximum} bytes (max_line_length)")
+        self.maximum = maximum

@@ -191,3 +191,14 @@ def test_help_and_version_exit_0(portico_run):
     version = portico_run("--version")
     assert version.returncode == 0
     assert version.stdout.startswith("portico ")
+
+
+def test_lines_are_bounded_by_default_and_the_bound_is_settable(portico_serve) -> None:
+    server = portico_serve("upper", "--bind", "127.0.0.1:0", "--max-line-length", "64")
+    address = server.addresses[0]
+    assert converse(address, [b"x" * 63 + b"\n"]) == [b"X" * 63 + b"\n"]
+    with socket.create_connection(address, timeout=DEADLINE) as sock:
+        sock.sendall(b"y" * 200)
+        assert sock.recv(10) == b""  # closed: no newline within 64 bytes
+    server.wait_for(r"WARNING portico\.server: connection from .* closed: a line longer than 64")
+    assert server.stop() == 0

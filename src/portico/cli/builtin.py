@@ -42,8 +42,11 @@ class AnswerStreamHandler(StreamRequestHandler):
 
     def handle(self) -> None:
         readline, write, answer = self.rfile.readline, self.wfile.write, self.answer
+        # With max_line_length (portico serve's default), a longer line is an error that
+        # closes the connection; without it, a long line is answered in pieces.
+        size = -1 if self.max_line_length is not None else MAX_LINE
         try:
-            while line := readline(MAX_LINE):
+            while line := readline(size):
                 write(answer(line))
         except ConnectionError:
             pass  # the client went away: that ends the conversation, it is not a server error

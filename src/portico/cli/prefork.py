@@ -13,22 +13,17 @@ from collections.abc import Callable
 from typing import Any
 
 from portico.cli.handlers import load_callable
-from portico.cli.settings import Setting, parse_bool, parse_positive_int, parse_positive_seconds
+from portico.cli.settings import (
+    Setting,
+    parse_bool,
+    parse_count,
+    parse_positive_int,
+    parse_positive_seconds,
+)
 from portico.errors import ConfigurationError
 from portico.prefork import Supervisor
 
-__all__ = ["PREFORK_ONLY", "SETTINGS", "build_supervisor", "parse_count"]
-
-
-def parse_count(text: str) -> int:
-    """A whole number, zero included."""
-    try:
-        number = int(text.strip())
-    except ValueError:
-        raise ConfigurationError(f"{text!r} is not a whole number") from None
-    if number < 0:
-        raise ConfigurationError(f"{text!r} is negative")
-    return number
+__all__ = ["PREFORK_ONLY", "SETTINGS", "build_supervisor"]
 
 
 def parse_init_spec(text: str) -> str:

@@ -33,6 +33,7 @@ from portico.cli.settings import (
     Resolved,
     Setting,
     parse_bool,
+    parse_count,
     parse_log_level,
     parse_octal_mode,
     parse_positive_int,
@@ -44,6 +45,7 @@ from portico.net import activation, notify
 from portico.net.addresses import format_address, parse_host_port
 from portico.net.listeners import TCPKeepalive, bind_errors_explained
 from portico.prefork.upgrade import UPGRADE_VARIABLE, remove_pid_file, write_pid_file
+from portico.server.handlers import StreamRequestHandler
 from portico.server.inet import TCPServer
 from portico.server.lifecycle import serve_until_signalled
 from portico.server.proxy import LOOPBACK, parse_networks
@@ -153,6 +155,16 @@ SETTINGS = (
         f"{default_max_workers()} here)",
     ),
     Setting(
+        "max_line_length",
+        parse_count,
+        flag="--max-line-length",
+        metavar="BYTES",
+        default="65536",
+        env="PORTICO_MAX_LINE_LENGTH",
+        help="the longest line a handler's rfile returns, newline included; a longer one "
+        "closes the connection with a log line (0: unbounded)",
+    ),
+    Setting(
         "drain_timeout",
         parse_seconds,
         flag="--drain-timeout",
@@ -203,6 +215,7 @@ class ServeConfig:
     max_workers: int | None = None
     fd: tuple[int, ...] = ()
     drain_timeout: float = 30.0
+    max_line_length: int = 65536
     backlog: int | None = None
     tcp_nodelay: bool = False
     tcp_keepalive: TCPKeepalive | None = None
@@ -298,6 +311,7 @@ def run(resolved: Resolved) -> int:
         handler = load_handler(config.handler, datagram=transport.datagram)
         if config.engine == "async" and config.handler in BUILTINS:
             handler = BUILTINS[config.handler].async_variant(datagram=transport.datagram)
+        handler = with_line_limit(handler, config.max_line_length)
     except BaseException:
         for _, sock in inherited:
             sock.close()
@@ -463,6 +477,21 @@ def open_server(
         server.server_close()
         raise
     return server
+
+
+def with_line_limit(handler: Callable[..., Any], maximum: int) -> Callable[..., Any]:
+    """``handler``, its rfile lines bounded to ``maximum`` bytes (0: unbounded).
+
+    Only a portico stream handler that sets no limit of its own gets the
+    command's: a stdlib handler reads its own way (``http.server`` bounds
+    its lines itself), and a handler's own ``max_line_length`` wins.
+    """
+    if not maximum or not isinstance(handler, type):
+        return handler
+    if not issubclass(handler, StreamRequestHandler) or handler.max_line_length is not None:
+        return handler
+    attributes = {"max_line_length": maximum, "__module__": handler.__module__}
+    return type(handler.__name__, (handler,), attributes)
 
 
 def use_tls(server: TCPServer, config: ServeConfig) -> None:

@@ -25,6 +25,7 @@ __all__ = [
     "Setting",
     "add_arguments",
     "parse_bool",
+    "parse_count",
     "parse_log_level",
     "parse_octal_mode",
     "parse_positive_int",
@@ -179,6 +180,17 @@ def parse_octal_mode(text: str) -> int:
     if not 0 <= mode <= 0o7777:
         raise ConfigurationError(f"{text!r} is outside 0-7777")
     return mode
+
+
+def parse_count(text: str) -> int:
+    """A whole number, zero included."""
+    try:
+        number = int(text.strip())
+    except ValueError:
+        raise ConfigurationError(f"{text!r} is not a whole number") from None
+    if number < 0:
+        raise ConfigurationError(f"{text!r} is negative")
+    return number
 
 
 def parse_positive_int(text: str) -> int:

@@ -23,13 +23,14 @@ import enum
 import logging
 import selectors
 import socket
+import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable
 from typing import Any
 
-from portico.errors import ListenerError
+from portico.errors import ConnectionLimitError, ListenerError
 from portico.net.accept import AcceptAction, AcceptBackoff, classify_accept_error
 from portico.net.addresses import format_address
 from portico.net.wakeup import Wakeup, signals_wake
@@ -497,7 +498,13 @@ class BaseServer:
 
         Logs the exception being handled, with its traceback and the client
         address, to the ``portico.error`` logger; the server keeps serving.
+        A client that went past a limit (:class:`ConnectionLimitError`) is
+        one warning line, without a traceback: it is the client's doing.
         """
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionLimitError):
+            server_log.warning("connection from %s closed: %s", format_address(client_address), exc)
+            return
         error_log.error(
             "Exception occurred during processing of request from %s",
             format_address(client_address),

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import socket
-from io import BufferedIOBase, BytesIO
+from io import DEFAULT_BUFFER_SIZE, BufferedIOBase, BufferedReader, BytesIO
 from typing import Any
 
-__all__ = ["BaseRequestHandler", "DatagramRequestHandler", "StreamRequestHandler"]
+from portico.errors import LineTooLongError
+
+__all__ = [
+    "BaseRequestHandler",
+    "DatagramRequestHandler",
+    "StreamRequestHandler",
+    "bounded_lines",
+]
 
 
 class BaseRequestHandler:
@@ -57,6 +64,10 @@ class StreamRequestHandler(BaseRequestHandler):
     # Applied to the request socket by setup() when not None.
     timeout: float | None = None
 
+    # portico: the longest line rfile.readline() (and iteration) returns, newline
+    # included; longer raises LineTooLongError.  None: unbounded, as in the stdlib.
+    max_line_length: int | None = None
+
     # Set TCP_NODELAY; worth it only with a buffered wfile (wbufsize != 0),
     # or every small write becomes its own packet.
     disable_nagle_algorithm = False
@@ -71,11 +82,17 @@ class StreamRequestHandler(BaseRequestHandler):
             self.connection.settimeout(self.timeout)
         if self.disable_nagle_algorithm:
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
-        self.rfile = self.connection.makefile("rb", self.rbufsize)
+        self.rfile = self._portico_reader(self.connection)
         if self.wbufsize == 0:
             self.wfile = _SocketWriter(self.connection)
         else:
             self.wfile = self.connection.makefile("wb", self.wbufsize)
+
+    def _portico_reader(self, connection: Any) -> Any:
+        rfile = connection.makefile("rb", self.rbufsize)
+        if self.max_line_length is None:
+            return rfile
+        return bounded_lines(rfile, self.max_line_length, self.rbufsize)
 
     def finish(self) -> None:
         if not self.wfile.closed:
@@ -119,10 +136,47 @@ class StreamRequestHandler(BaseRequestHandler):
         self.rfile.close()
         self._portico_tls = stream
         self.connection = stream
-        self.rfile = stream.makefile("rb", self.rbufsize)
+        self.rfile = self._portico_reader(stream)
         self.wfile = (
             _SocketWriter(stream) if self.wbufsize == 0 else stream.makefile("wb", self.wbufsize)
         )
+
+
+class _BoundedLines(BufferedReader):
+    """A buffered reader whose lines stop at ``maximum`` bytes, with an error.
+
+    ``readline(size)`` with a size of its own keeps the stdlib meaning (at
+    most ``size`` bytes, no error): a caller that bounds its lines, as
+    ``http.server`` does, decides for itself.
+    """
+
+    maximum: int
+
+    def readline(self, size: int | None = -1, /) -> bytes:
+        if size is not None and size >= 0:
+            return super().readline(size)
+        line = super().readline(self.maximum + 1)
+        if len(line) > self.maximum:
+            raise LineTooLongError(self.maximum)
+        return line
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+
+def bounded_lines(rfile: Any, maximum: int, buffer_size: int = -1) -> Any:
+    """``rfile``, a fresh BufferedReader over a socket, with its lines bounded to ``maximum``."""
+    if maximum < 1:
+        raise ValueError(f"max_line_length must be at least 1, not {maximum}")
+    if type(rfile) is not BufferedReader:
+        return rfile  # unbuffered (rbufsize == 0): no readline() to bound
+    size = DEFAULT_BUFFER_SIZE if buffer_size < 0 else buffer_size
+    bounded = _BoundedLines(rfile.detach(), size)
+    bounded.maximum = maximum
+    return bounded
 
 
 class _SocketWriter(BufferedIOBase):
