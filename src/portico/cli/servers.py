@@ -213,6 +213,8 @@ class TCPServeBase(StreamAccessLog):
 class UDPServeBase(DatagramAccessLog):
     # No SO_REUSEADDR: on UDP it would let two servers bind the same port.
     allow_reuse_address = False
+    # A datagram cut short is a wrong request: drop it (counted and logged).
+    oversize_datagrams = "drop"
 
 
 @dataclass(frozen=True)
@@ -252,7 +254,7 @@ if hasattr(socket, "AF_UNIX"):
         pass
 
     class UnixDatagramServeBase(DatagramAccessLog, UnixDatagramServer):
-        pass
+        oversize_datagrams = "drop"
 
     _TRANSPORTS[True, False] = Transport("unix stream", UnixStreamServeBase, datagram=False)
     _TRANSPORTS[True, True] = Transport("unix datagram", UnixDatagramServeBase, datagram=True)

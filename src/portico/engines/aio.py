@@ -50,7 +50,7 @@ from portico.errors import ConfigurationError
 from portico.net.addresses import mapped_ipv6_address, plain_peer_address
 from portico.net.proxy_protocol import ProxyProtocolError, parse
 from portico.net.wakeup import Wakeup, signals_wake
-from portico.server import proxy
+from portico.server import oversize, proxy
 from portico.server.base import BaseServer
 from portico.server.inet import TCPServer, UDPServer
 
@@ -362,8 +362,15 @@ class AsyncEngine:
             drained.set_result(None)
 
     def datagram(self, data: bytes, reply: DatagramReply, address: Any) -> None:
-        request = (data, reply)
         server = self.server
+        limit = server.max_packet_size
+        if len(data) > limit:  # the loop reads whole datagrams: check them here
+            server.datagrams_oversize += 1
+            oversize.record(server, address, limit)
+            if server.oversize_datagrams == "drop":
+                return
+            data = data[:limit]
+        request = (data, reply)
         try:
             if self._verify and not server.verify_request(request, address):
                 self._close(request)

@@ -35,6 +35,7 @@ from portico.net.listeners import (
     tune_stream_listener,
 )
 from portico.net.quiesce import accept_queue_length, stop_new_connections
+from portico.server import oversize
 from portico.server.base import BaseServer, Source
 from portico.server.proxy import (
     LOOPBACK,
@@ -455,15 +456,33 @@ class UDPServer(TCPServer):
         allow_reuse_port = False
     socket_type = socket.SOCK_DGRAM
     max_packet_size = 8192
+    # portico: a datagram over max_packet_size is detected, counted and logged, then
+    # "truncate"d to it (the stdlib's behaviour, which did so silently) or "drop"ped.
+    oversize_datagrams = "truncate"
+    datagrams_oversize = 0  # how many came in so far
 
     def get_request(self) -> tuple[Any, Any]:
         listener = self._portico_ready or self.socket
-        data, client_address = listener.recvfrom(self.max_packet_size)
+        # One byte more than allowed: a datagram that fills it is over the limit.
+        data, client_address = listener.recvfrom(self.max_packet_size + 1)
+        if len(data) > self.max_packet_size:
+            data = self._portico_oversize(data, client_address)
         plain = plain_peer_address(client_address)
         if plain is not client_address:
             # Replies must go back through the IPv6 socket in its mapped form.
             return (data, _MappedReplySocket(listener)), plain
         return (data, listener), client_address
+
+    def _portico_oversize(self, data: bytes, client_address: Any) -> bytes:
+        """Count and log a datagram over ``max_packet_size``; truncate it, or drop it.
+
+        Dropping raises BlockingIOError: to the serving loop, nothing came.
+        """
+        self.datagrams_oversize += 1
+        oversize.record(self, client_address, self.max_packet_size)
+        if self.oversize_datagrams == "drop":
+            raise BlockingIOError("an oversize datagram was dropped")
+        return data[: self.max_packet_size]
 
     def server_activate(self) -> None:
         # No need to call listen() for UDP.
