@@ -12,6 +12,7 @@ __all__ = [
     "AddressInUseError",
     "ConfigurationError",
     "ConnectionLimitError",
+    "ConnectionTimeoutError",
     "LineTooLongError",
     "ListenerError",
     "PorticoError",
@@ -70,3 +71,16 @@ class LineTooLongError(ConnectionLimitError, ValueError):
     def __init__(self, maximum: int) -> None:
         super().__init__(f"a line longer than {maximum} bytes (max_line_length)")
         self.maximum = maximum
+
+
+class ConnectionTimeoutError(ConnectionLimitError, TimeoutError):
+    """A per-connection time limit fired where the handler waited on its client.
+
+    ``limit`` names it: ``first_byte_timeout``, ``idle_timeout``,
+    ``connection_timeout``, ``min_receive_rate`` or ``send_timeout``.  A
+    ``TimeoutError``, so code that handles socket timeouts handles it too.
+    """
+
+    def __init__(self, limit: str, message: str) -> None:
+        super().__init__(f"{message} ({limit})")
+        self.limit = limit

@@ -24,6 +24,7 @@ from portico.net.addresses import (
     mapped_ipv6_address,
     plain_peer_address,
 )
+from portico.net.guard import ConnectionLimits, GuardedSocket
 from portico.net.listeners import (
     TCPKeepalive,
     UnixSocketFile,
@@ -131,6 +132,14 @@ class TCPServer(BaseServer):
     proxy_protocol: str | None = None
     proxy_allow: tuple[Any, ...] = parse_networks(LOOPBACK)
     proxy_header_timeout: float | None = 5.0
+    # portico: time limits of each connection (see portico.net.guard); None: off, as in
+    # the stdlib.  When one fires, the handler's wait raises ConnectionTimeout.
+    first_byte_timeout: float | None = None
+    idle_timeout: float | None = None
+    connection_timeout: float | None = None
+    min_receive_rate: float | None = None  # bytes per second, over the window below
+    min_receive_rate_window: float = 20.0
+    send_timeout: float | None = None
     # Hold connections whose client speaks first in the serving loop until it does
     # (engines whose requests wait cooperatively need not).
     _portico_holds_for_first_byte = True
@@ -286,12 +295,27 @@ class TCPServer(BaseServer):
             self._portico_finish(request, original_address(header, request, client_address))
 
     def _portico_finish(self, request: Any, client_address: Any) -> None:
+        limits = self._portico_connection_limits()
+        if limits is not None and not isinstance(request, tuple):
+            request = GuardedSocket(request, limits)
         if self.ssl_context is None:
             return super().finish_request(request, client_address)
         # Imported here: ssl costs every server start that does not use it.
         from portico.tls.serve import finish_over_tls  # noqa: PLC0415
 
         finish_over_tls(self, request, client_address, super().finish_request)
+
+    def _portico_connection_limits(self) -> ConnectionLimits | None:
+        """The time limits of a connection, or None when none is set (the stdlib's way)."""
+        limits = ConnectionLimits(
+            first_byte=self.first_byte_timeout,
+            idle=self.idle_timeout,
+            deadline=self.connection_timeout,
+            min_rate=self.min_receive_rate,
+            rate_window=self.min_receive_rate_window,
+            send=self.send_timeout,
+        )
+        return limits if limits.active else None
 
     def _portico_first_byte_timeout(self, request: Any, client_address: Any) -> float | None:
         """With TLS or the PROXY protocol the client speaks first: hold it until it does.

@@ -16,11 +16,12 @@ A handler gets a :class:`TLSStream` as ``self.request``: ``makefile()``,
 
 from __future__ import annotations
 
-import io
 import socket
 import ssl
 import time
 from typing import TYPE_CHECKING, Any
+
+from portico.net.streams import makefile
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
@@ -134,40 +135,8 @@ class TLSStream:
 
     # -- files, as socket.makefile() makes them -------------------------------
 
-    def makefile(
-        self,
-        mode: str = "r",
-        buffering: int | None = None,
-        *,
-        encoding: str | None = None,
-        errors: str | None = None,
-        newline: str | None = None,
-    ) -> Any:
-        if not set(mode) <= {"r", "w", "b"}:
-            raise ValueError(f"invalid mode {mode!r} (only r, w, b allowed)")
-        reading, writing, binary = "r" in mode, "w" in mode, "b" in mode
-        raw = socket.SocketIO(self, ("r" if reading else "") + ("w" if writing else ""))  # type: ignore[arg-type]
-        self._io_refs += 1
-        if buffering is None:
-            buffering = -1
-        if buffering < 0:
-            buffering = io.DEFAULT_BUFFER_SIZE
-        if buffering == 0:
-            if not binary:
-                raise ValueError("unbuffered streams must be binary")
-            return raw
-        buffered: Any
-        if reading and writing:
-            buffered = io.BufferedRWPair(raw, raw, buffering)
-        elif reading:
-            buffered = io.BufferedReader(raw, buffering)
-        else:
-            buffered = io.BufferedWriter(raw, buffering)
-        if binary:
-            return buffered
-        text = io.TextIOWrapper(buffered, encoding, errors, newline)
-        text.mode = mode  # type: ignore[misc]
-        return text
+    def makefile(self, mode: str = "r", buffering: int | None = None, **text: Any) -> Any:
+        return makefile(self, mode, buffering, **text)
 
     def _decref_socketios(self) -> None:
         self._io_refs -= 1
