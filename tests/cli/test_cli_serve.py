@@ -202,3 +202,16 @@ def test_lines_are_bounded_by_default_and_the_bound_is_settable(portico_serve) -
         assert sock.recv(10) == b""  # closed: no newline within 64 bytes
     server.wait_for(r"WARNING portico\.server: connection from .* closed: a line longer than 64")
     assert server.stop() == 0
+
+
+def test_a_slowloris_client_is_dropped_by_the_defaults_made_short(portico_serve) -> None:
+    server = portico_serve(
+        "upper", "--bind", "127.0.0.1:0", "--min-receive-rate-window", "0.5",
+        "--first-byte-timeout", "0.5",
+    )  # fmt: skip
+    address = server.addresses[0]
+    with socket.create_connection(address, timeout=DEADLINE) as silent:
+        assert silent.recv(10) == b""
+    server.wait_for(r"closed: nothing received within 0\.5 s \(first_byte_timeout\)")
+    assert converse(address, [b"still serving\n"]) == [b"STILL SERVING\n"]
+    assert server.stop() == 0

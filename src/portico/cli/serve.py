@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from portico.cli import listening, prefork, proxy, tls
+from portico.cli import limits, listening, prefork, proxy, tls
 from portico.cli.builtin import BUILTINS, DEFAULT_HANDLER
 from portico.cli.handlers import load_handler, parse_handler_spec
 from portico.cli.logs import configure_logging
@@ -174,6 +174,7 @@ SETTINGS = (
         help="on SIGTERM or SIGINT, how long the connections in flight may take to finish "
         "before they are closed (a second signal closes them at once)",
     ),
+    *limits.SETTINGS,
     *listening.SETTINGS,
     *proxy.SETTINGS,
     *prefork.SETTINGS,
@@ -216,6 +217,12 @@ class ServeConfig:
     fd: tuple[int, ...] = ()
     drain_timeout: float = 30.0
     max_line_length: int = 65536
+    first_byte_timeout: float = 30.0
+    idle_timeout: float = 300.0
+    connection_timeout: float = 0.0
+    min_receive_rate: float = 100.0
+    min_receive_rate_window: float = 20.0
+    send_timeout: float = 60.0
     backlog: int | None = None
     tcp_nodelay: bool = False
     tcp_keepalive: TCPKeepalive | None = None
@@ -495,7 +502,8 @@ def with_line_limit(handler: Callable[..., Any], maximum: int) -> Callable[..., 
 
 
 def use_tls(server: TCPServer, config: ServeConfig) -> None:
-    """Expect PROXY headers, and serve TLS (the certificates are read now), if asked."""
+    """Time limits; PROXY headers and TLS (the certificates are read now) if asked."""
+    limits.apply_limits(server, config)
     proxy.apply_proxy_settings(server, config)
     if config.tls is not None:
         server.tls_handshake_timeout = config.tls_handshake_timeout
