@@ -77,8 +77,9 @@ SETTINGS = (
         str,
         flag="--preset",
         metavar="NAME",
-        help="a named run (prefork: the supervisor at 1 and 2 workers against one process "
-        "and the C reference); the options below override it",
+        help="a named run: prefork (the supervisor at 1 and 2 workers against one process "
+        "and the C reference) or tls (TLS handshakes and persistent TLS beside asyncio and "
+        "uvloop with ssl=); the options below override it",
     ),
     Setting(
         "share_cpus",

@@ -27,6 +27,7 @@ plain ``TimeoutError`` it always did.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -73,6 +74,7 @@ class GuardedSocket:
         self._window_start: float | None = None
         self._window_bytes = 0
         self._io_refs = 0
+        self._applied: float | None = -1.0  # the timeout last set on raw: none yet
 
     # -- the handler's own timeout -------------------------------------------
 
@@ -101,17 +103,20 @@ class GuardedSocket:
 
     def _receive_bound(self) -> tuple[float | None, str]:
         """The nearest limit on this wait for the client's bytes: (seconds, its name)."""
-        now = time.monotonic()
         limits = self.limits
-        bounds: list[tuple[float, str]] = []
-        if limits.idle is not None:
-            bounds.append((limits.idle, "idle_timeout"))
-        if limits.first_byte is not None and not self._received_any:
-            bounds.append((self.started + limits.first_byte - now, "first_byte_timeout"))
-        if self._trickling(limits):
-            assert self._window_start is not None
-            bounds.append((self._window_start + limits.rate_window - now, "min_receive_rate"))
-        return self._nearest(bounds, now)
+        seconds, name = limits.idle, "idle_timeout"
+        if (limits.first_byte is not None and not self._received_any) or self._trickling(limits):
+            now = time.monotonic()
+            if limits.first_byte is not None and not self._received_any:
+                left = self.started + limits.first_byte - now
+                if seconds is None or left < seconds:
+                    seconds, name = left, "first_byte_timeout"
+            if self._trickling(limits):
+                assert self._window_start is not None
+                left = self._window_start + limits.rate_window - now
+                if seconds is None or left < seconds:
+                    seconds, name = left, "min_receive_rate"
+        return self._nearest(seconds, name)
 
     def _trickling(self, limits: ConnectionLimits) -> bool:
         """Bytes started coming, and fewer than the rate asks for the window so far."""
@@ -146,35 +151,68 @@ class GuardedSocket:
         self._window_start = None
 
     def _send_bound(self) -> tuple[float | None, str]:
-        now = time.monotonic()
-        bounds: list[tuple[float, str]] = []
-        if self.limits.send is not None:
-            bounds.append((self.limits.send, "send_timeout"))
-        return self._nearest(bounds, now)
+        return self._nearest(self.limits.send, "send_timeout")
 
     # -- waiting ------------------------------------------------------------------
 
-    def _nearest(self, bounds: list[tuple[float, str]], now: float) -> tuple[float | None, str]:
+    def _nearest(self, seconds: float | None, name: str) -> tuple[float | None, str]:
+        """The nearer of (seconds, name), the connection deadline and the handler's own."""
         if self.limits.deadline is not None:
-            bounds.append((self.started + self.limits.deadline - now, "connection_timeout"))
-        if self._own_timeout is not None:
-            bounds.append((self._own_timeout, _OWN))
-        if not bounds:
+            left = self.started + self.limits.deadline - time.monotonic()
+            if seconds is None or left < seconds:
+                seconds, name = left, "connection_timeout"
+        own = self._own_timeout
+        if own is not None and (seconds is None or own < seconds):
+            seconds, name = own, _OWN
+        if seconds is None:
             return None, _OWN
-        seconds, name = min(bounds)
         return max(seconds, 0.0), name
 
     def _wait_for(self, bound: tuple[float | None, str], call: Any, *args: Any) -> Any:
+        """``call(*args)`` with the socket's timeout set to the nearest limit's remaining time.
+
+        The timeout applied is rounded down to a coarse grid (powers of two
+        of 10 ms), so that a countdown across many calls sets the same
+        value again and costs no system call; a wait that ends on the coarse
+        timeout before the limit looks again and goes on waiting.
+        """
         seconds, name = bound
-        if seconds == 0.0 and name != _OWN:
-            raise _expired(name, self.limits)
-        self.raw.settimeout(seconds)
-        try:
+        if seconds is None or (seconds == 0.0 and name == _OWN):
+            self._apply(seconds)  # blocking, or the handler's own non-blocking mode
             return call(*args)
-        except TimeoutError:
-            if name == _OWN:
-                raise
-            raise _expired(name, self.limits) from None
+        expires = time.monotonic() + seconds
+        while True:
+            remaining = expires - time.monotonic()
+            if remaining <= 0.0:
+                raise TimeoutError("timed out") if name == _OWN else _expired(name, self.limits)
+            applied = self._apply_at_most(remaining)
+            try:
+                return call(*args)
+            except TimeoutError:
+                if applied >= remaining:
+                    if name == _OWN:
+                        raise
+                    raise _expired(name, self.limits) from None
+
+    def _apply(self, timeout: float | None) -> None:
+        if timeout != self._applied:
+            self.raw.settimeout(timeout)
+            self._applied = timeout
+
+    def _apply_at_most(self, remaining: float) -> float:
+        """Set a timeout no longer than ``remaining``; keep the one set if it is close enough.
+
+        A timeout shorter than needed only makes the wait look again (a
+        loop pass), one longer would fire a limit late; so the one set is
+        lowered when it is too long, raised when it is far too short (an
+        eighth), and otherwise left alone: no system call per wait.
+        """
+        applied = self._applied
+        if applied is None or applied < 0 or applied > remaining or applied < remaining / 8:
+            applied = _coarse(remaining)
+            self.raw.settimeout(applied)
+            self._applied = applied
+        return applied
 
     # -- the rest of a socket ----------------------------------------------------
 
@@ -190,6 +228,16 @@ class GuardedSocket:
     def __getattr__(self, name: str) -> Any:
         # fileno, shutdown, setsockopt, getpeername, family, ...
         return getattr(self.raw, name)
+
+
+_GRID = 0.01  # seconds: the finest timeout step
+
+
+def _coarse(seconds: float) -> float:
+    """``seconds`` rounded down to 10 ms times a power of two (exact below 20 ms)."""
+    if seconds < 2 * _GRID:
+        return seconds
+    return float(_GRID * 2 ** math.floor(math.log2(seconds / _GRID)))
 
 
 def _too_slow(limits: ConnectionLimits) -> ConnectionTimeoutError:

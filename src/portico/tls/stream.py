@@ -44,6 +44,8 @@ class TLSStream:
         self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
         self._io_refs = 0
         self._closed = False
+        self._chunk: bytearray | None = None
+        self._view: memoryview = memoryview(b"")
 
     # -- the handshake and the end -------------------------------------------
 
@@ -107,11 +109,14 @@ class TLSStream:
 
     def _fill(self) -> bool:
         """Read ciphertext from the socket into TLS; False at end of file."""
-        data = self.raw.recv(_READ_SIZE)
-        if not data:
+        if self._chunk is None:  # one buffer per connection, not a new one per read
+            self._chunk = bytearray(_READ_SIZE)
+            self._view = memoryview(self._chunk)
+        received = self.raw.recv_into(self._chunk)
+        if not received:
             self._incoming.write_eof()
             return False
-        self._incoming.write(data)
+        self._incoming.write(self._view[:received])
         return True
 
     # -- plaintext out -------------------------------------------------------
