@@ -4,11 +4,14 @@
     python -m bench.throughput                              # 3 runs per cell, ~20 minutes
     python -m bench.throughput --workloads pingpong udp --servers c-epoll portico stdlib-threads
     python -m bench.throughput --preset prefork             # prefork at 1 and 2 workers, ~4-5 min
+    python -m bench.throughput --preset tls                 # TLS handshakes and throughput, ~5 min
 
 Results go to ``bench/throughput/results/{quick,full}.jsonl`` (``--out``; a run of
 part of the matrix goes to ``bench/.build/results/``), with a Markdown report and PNG
 plots next to them; a preset's go to ``results/PRESET.jsonl``.  Exit status 1 when a
-cell failed (its reason is in the results), 2 on bad usage.
+cell failed (its reason is in the results), 2 on bad usage, or when the run has TLS
+cells and the load generator cannot be built with TLS (OpenSSL's development files,
+``libssl-dev``, are missing) or the certificates cannot be made.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import dataclasses
 import datetime
 import os
 import shlex
+import ssl
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -33,7 +37,8 @@ from bench.throughput.procs import pin_current_process, raise_nofile_limit
 from bench.throughput.results import FAILED, OK, CellResult, ResultsWriter
 from bench.throughput.runner import RunConfig, run_cell
 from bench.throughput.servers import ALL_SERVERS, ServerSpec, cli_has_engines, select_servers
-from bench.throughput.workloads import CELLS, FULL, QUICK, Cell, Timing, select_cells
+from bench.throughput.tls import CERTIFICATE, tls_files
+from bench.throughput.workloads import ALL_CELLS, FULL, QUICK, Cell, Timing, select_cells
 
 __all__ = ["main"]
 
@@ -165,7 +170,21 @@ def meta_record(
         "loadgen_cpu": config.loadgen_cpu,
         "servers": [{"name": s.name, "label": s.label, "family": s.family} for s in servers],
         "cells": [{"name": c.name, "workload": c.workload, "label": c.label} for c in cells],
+        **({"tls": tls_meta()} if any(c.transport == "tls" for c in cells) else {}),
     }
+
+
+def tls_meta() -> dict[str, str]:
+    """What the TLS cells serve, and with which OpenSSL the Python servers run."""
+    return {"certificate": CERTIFICATE, "python_openssl": ssl.OPENSSL_VERSION}
+
+
+def tls_loadgen(cells: list[Cell]) -> Path | None:
+    """The load generator built with TLS, when a cell needs it (BuildError: cannot)."""
+    if not any(cell.transport == "tls" for cell in cells):
+        return None
+    tls_files()  # made now: a failure is a usage error, not a failure per cell
+    return build("loadgen-tls")
 
 
 @contextlib.contextmanager
@@ -188,7 +207,7 @@ def list_matrix() -> None:
         why = server.unavailable()
         print(f"  {server.name:26} {server.label}" + (f"  [unavailable: {why}]" if why else ""))
     print("cells:")
-    for cell in CELLS:
+    for cell in ALL_CELLS:
         print(f"  {cell.name:26} {cell.workload}: {cell.label}")
     print("presets:")
     for preset in PRESETS.values():
@@ -242,15 +261,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         timing = timing_from(args, preset)
         cells = select_cells(args.workloads or (preset.cells if preset else None))
+        if preset and not args.workloads:  # in the preset's order, which the report keeps
+            cells.sort(key=lambda cell: preset.cells.index(cell.name))
         servers = select_servers(args.servers or (preset.servers if preset else None))
+        if preset and not args.servers:
+            servers.sort(key=lambda server: preset.servers.index(server.name))
         loadgen = build("loadgen")
+        with_tls = tls_loadgen(cells)
     except (ValueError, BuildError) as exc:
         print(f"bench.throughput: {exc}", file=sys.stderr)
         return 2
     out = args.out or default_out(timing, whole=not (args.workloads or args.servers))
     raise_nofile_limit()
     server_cpu, loadgen_cpu = cpus(share=args.share_cpus or bool(preset and preset.share_cpus))
-    config = RunConfig(timing, loadgen, server_cpu, loadgen_cpu, args.logs)
+    config = RunConfig(timing, loadgen, server_cpu, loadgen_cpu, args.logs, with_tls)
     meta = meta_record(argv, timing, servers, cells, config, preset)
     with pinned(loadgen_cpu), ResultsWriter(out, meta) as writer:
         failures = run_matrix(servers, cells, config, writer)

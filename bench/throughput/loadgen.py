@@ -3,7 +3,9 @@
 :class:`LoadSpec` says what to run; :func:`run_loadgen` runs it pinned to a CPU,
 bounded in time, and parses the one JSON object it prints into a
 :class:`LoadResult`.  Every reply is checked byte for byte by the C program;
-a wrong byte counts as a ``mismatch`` error.
+a wrong byte counts as a ``mismatch`` error.  The ``tls-*`` modes need the
+load generator built with TLS (``build("loadgen-tls")``); their result says
+which TLS version, cipher and key exchange group were negotiated.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from bench.throughput.procs import pin_current_process
 
 __all__ = ["LoadResult", "LoadSpec", "LoadgenFailed", "parse_result", "run_loadgen"]
 
-MODES = ("oneshot", "pingpong", "udp", "bulk")
+MODES = ("oneshot", "pingpong", "udp", "bulk", "tls-oneshot", "tls-pingpong")
 SAMPLE_INTERVAL = 0.25
 EXIT_GRACE = 10.0  # beyond the run's own bound, before the harness kills it
 
@@ -50,6 +52,11 @@ class LoadSpec:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}: one of {', '.join(MODES)}")
+
+    @property
+    def tls(self) -> bool:
+        """Over TLS: needs the load generator built with TLS (``loadgen-tls``)."""
+        return self.mode.startswith("tls-")
 
     def argv(
         self, binary: Path, port: int, server_pid: int | None = None, *, server_tree: bool = False
@@ -106,6 +113,15 @@ class LoadResult:
     server_cpu: float = -1.0
     machine_cpu: float = -1.0  # every CPU's busy time over the window, in CPUs
     steal_cpu: float = -1.0  # time the hypervisor took, in CPUs
+    # TLS modes: what the first handshake negotiated, and how many there were
+    tls_version: str = ""  # TLSv1.3
+    tls_cipher: str = ""  # TLS_AES_256_GCM_SHA384
+    tls_group: str = ""  # the key exchange group: X25519
+    tls_handshakes: int = 0  # completed, warm-up included
+    tls_handshakes_measured: int = 0  # completed in the measured window
+    tls_resumed: int = 0  # of them, resumed sessions: 0, every handshake is a full one
+    tls_other_sessions: int = 0  # handshakes whose version or cipher differed from the first's
+    tls_library: str = ""  # the load generator's OpenSSL
 
 
 _REQUIRED = {f.name for f in fields(LoadResult) if f.default is f.default_factory is MISSING}
@@ -126,6 +142,14 @@ _TYPES: dict[str, type] = {
     "idle_held": int,
     "rss_before_idle_kib": int,
     "rss_idle_kib": int,
+    "tls_version": str,
+    "tls_cipher": str,
+    "tls_group": str,
+    "tls_handshakes": int,
+    "tls_handshakes_measured": int,
+    "tls_resumed": int,
+    "tls_other_sessions": int,
+    "tls_library": str,
 }
 
 

@@ -10,6 +10,17 @@ Nothing is pinned in it: a prefork server's workers must be able to run on
 different CPUs, so every server (one process or a master and its workers) and
 the load generator share every CPU, and the scheduler places them.  The other
 servers of the run are placed the same way, so that the figures compare.
+
+``python -m bench.throughput --preset tls`` runs portico's TLS (the ``threads``,
+``event`` and ``async`` engines, and ``event`` with ``--tcp-nodelay``) beside
+asyncio's ``Protocol`` with ``ssl=`` on the default loop and on uvloop, and the
+C reference built with OpenSSL, on full
+TLS handshakes (``tls-oneshot-16``) and persistent TLS connections
+(``tls-pingpong-64x16``, ``-64x256``), with the same cells in plaintext
+(``oneshot-16``, ``pingpong-64x256``) to show what TLS costs each server, into
+``results/tls.{jsonl,md}`` and ``results/tls-WORKLOAD.png``.  Pinned as the
+matrix is: each server on CPU 0, the load generator on CPU 1, so that the load
+generator's own CPU use shows whether it kept up.
 """
 
 from __future__ import annotations
@@ -18,7 +29,7 @@ from dataclasses import dataclass
 
 from bench.throughput.workloads import Timing
 
-__all__ = ["PREFORK", "PRESETS", "Preset"]
+__all__ = ["PREFORK", "PRESETS", "TLS", "Preset"]
 
 
 @dataclass(frozen=True)
@@ -52,4 +63,34 @@ PREFORK = Preset(
     timing=Timing("prefork", duration=1.5, warmup=0.5, runs=5, quiet_wait=10.0, quiet_budget=75.0),
     share_cpus=True,
 )
-PRESETS: dict[str, Preset] = {preset.name: preset for preset in (PREFORK,)}
+TLS = Preset(
+    "tls",
+    "TLS handshakes/s and persistent TLS throughput: portico (threads, event, event with "
+    "--tcp-nodelay, async) beside "
+    "asyncio Protocol with ssl= (default loop, uvloop) and the C reference with OpenSSL, "
+    "with plaintext twins, pinned (~5 min on 2 CPUs)",
+    servers=(
+        "c-epoll",
+        "portico-threads",
+        "portico-event",
+        # The event engine with TCP_NODELAY: portico's default leaves Nagle on, and a TLS
+        # server's first reply then waits for the client's delayed ACK (docs/benchmarks.md).
+        "portico-event-nodelay",
+        "portico-async",
+        "asyncio-protocol",
+        "asyncio-protocol-uvloop",
+    ),
+    cells=(
+        "tls-oneshot-16",
+        "tls-pingpong-64x16",
+        "tls-pingpong-64x256",
+        "oneshot-16",
+        "pingpong-64x256",
+    ),
+    # Four short runs: 140 cells of about 1.9 s (a Python server starts, loads its
+    # certificate and answers a TLS probe in about 0.45 s), about 5 min on a quiet
+    # machine, and at most 60 s more waiting for a busy one to quieten.
+    timing=Timing("tls", duration=1.0, warmup=0.4, runs=4, quiet_wait=10.0, quiet_budget=60.0),
+    share_cpus=False,
+)
+PRESETS: dict[str, Preset] = {preset.name: preset for preset in (PREFORK, TLS)}

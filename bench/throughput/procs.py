@@ -3,9 +3,10 @@
 A server runs in a session of its own, so that stopping it (SIGTERM, then
 SIGKILL after a grace period) reaches the children a forking server made, and
 nothing else.  Readiness is detected by talking to it: a TCP server is ready
-when a connection answers a line upper-cased, a UDP server when a datagram is
-answered; between attempts the harness waits on the process itself, so a
-server that dies early is noticed at once.  A server that says when it is
+when a connection answers a line upper-cased, a TLS server when it does so over
+TLS (its certificate verified against the run's CA, see ``tls.py``), a UDP
+server when a datagram is answered; between attempts the harness waits on the
+process itself, so a server that dies early is noticed at once.  A server that says when it is
 ready (a prefork master, once every worker serves) is probed only after it
 has said so.  A prefork master is stopped with SIGTERM to it alone: it drains
 its workers and waits for them; SIGKILL to the session is the fallback.
@@ -18,6 +19,7 @@ import os
 import resource
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Literal
 
 from bench.throughput.build import REPO_ROOT
+from bench.throughput.tls import SERVER_NAME, tls_files
 
 __all__ = [
     "PROBE",
@@ -39,7 +42,7 @@ __all__ = [
     "wait_ready",
 ]
 
-Transport = Literal["tcp", "udp"]
+Transport = Literal["tcp", "udp", "tls"]  # tls: TCP, with TLS on every connection
 PROBE = b"readiness probe from bench.throughput\n"
 READY_TIMEOUT = 20.0
 PROBE_TIMEOUT = 2.0
@@ -71,7 +74,7 @@ def _pinning(cpu: int | None) -> Callable[[], None] | None:
 
 def free_port(transport: Transport) -> int:
     """A port the kernel just handed out on 127.0.0.1 (free unless someone races us)."""
-    kind = socket.SOCK_STREAM if transport == "tcp" else socket.SOCK_DGRAM
+    kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
     with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -174,7 +177,7 @@ def wait_ready(
 
     With ``ready``, the server is probed only once ``ready()`` is true (it said so).
     """
-    probe = _probe_tcp if transport == "tcp" else _probe_udp
+    probe = {"tcp": _probe_tcp, "udp": _probe_udp, "tls": _probe_tls}[transport]
     deadline = time.monotonic() + timeout
     said = ready is None
     while True:
@@ -204,6 +207,24 @@ def _probe_tcp(port: int) -> bool:
             sock.sendall(PROBE)
             reply = _read_line(sock)
     except OSError:  # refused (not listening yet) or timed out
+        return False
+    check_probe_reply(reply)
+    return True
+
+
+def _probe_tls(port: int) -> bool:
+    """The probe over TLS, the server's certificate verified (for ``localhost``)."""
+    context = ssl.create_default_context(cafile=str(tls_files().ca))
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=PROBE_TIMEOUT) as raw,
+            context.wrap_socket(raw, server_hostname=SERVER_NAME) as sock,
+        ):
+            sock.sendall(PROBE)
+            reply = _read_line(sock)
+    except ssl.SSLCertVerificationError as exc:
+        raise ServerFailed(f"its TLS certificate did not verify: {exc}") from exc
+    except OSError:  # refused (not listening yet), timed out, or TLS not up yet
         return False
     check_probe_reply(reply)
     return True

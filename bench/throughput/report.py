@@ -22,9 +22,9 @@ from bench.throughput.results import (
     read_results,
     summarize,
 )
-from bench.throughput.servers import ALL_SERVERS, PREFORK_NAME
+from bench.throughput.servers import ALL_SERVERS, PREFORK_NAME, is_prefork
 from bench.throughput.targets import Figures, target_rows
-from bench.throughput.workloads import CELLS
+from bench.throughput.workloads import ALL_CELLS
 
 __all__ = ["Layout", "main", "render_markdown", "write_plots", "write_report"]
 
@@ -56,6 +56,26 @@ PREFORK_NOTES = (
     "SIGTERM to the master alone, which drains its workers and waits for them. Its CPU and "
     "peak memory are the master's and the workers' together (summed PSS).",
 )
+TLS_NOTES = (
+    "TLS cells: every server serves the same certificate, {certificate}, made for the run "
+    "(bench/.build/tls/), with the same settings as portico's TLSConfig: TLS 1.2 at least, no "
+    "compression, the server's cipher order, OpenSSL's default ciphers and session tickets "
+    "(the Python servers with their ssl module's OpenSSL, {python_openssl}). portico runs as "
+    "`portico serve --engine NAME --certfile CERT --keyfile KEY --log-level WARNING` (no "
+    "--tcp-nodelay: its default); the asyncio peers pass ssl= to create_server (asyncio's "
+    "TLS, or uvloop's); the C reference is bench/c/refserver.c built with OpenSSL "
+    "(refserver-tls: non-blocking handshakes in its epoll loop, TCP_NODELAY).",
+    "The TLS load generator is bench/c/loadgen.c built with OpenSSL (loadgen-tls): "
+    "tls-oneshot connects, makes a full handshake (no session cache, no session ever "
+    "offered: the resumed count must be 0), sends the line, reads the reply, sends "
+    "close_notify and closes; tls-pingpong keeps its TLS connections. It sends SNI "
+    "(localhost), does not verify the certificate chain (the readiness probe does; TLS 1.3 "
+    "still checks the server's signature in every handshake), reads ahead, and sets "
+    "TCP_NODELAY, as TLS clients do. It decodes the server's EC key by OpenSSL's 1.1.1 "
+    "(legacy) path, which an ENGINE selects: the same decoding and the same ECDSA "
+    "verification, without OpenSSL 3.0's decoder set-up, about a quarter less of its CPU "
+    "per handshake.",
+)
 NOISY_CPU = 0.25  # other processes' CPU (in CPUs) above which a cell is flagged
 Summaries = Mapping[tuple[str, str], Summary]
 
@@ -73,7 +93,7 @@ class Layout:
         servers = {s["name"]: s["label"] for s in meta.get("servers", [])}
         cells = {c["name"]: (c["workload"], c["label"]) for c in meta.get("cells", [])}
         known_servers = {s.name: s.label for s in ALL_SERVERS}
-        known_cells = {c.name: (c.workload, c.label) for c in CELLS}
+        known_cells = {c.name: (c.workload, c.label) for c in ALL_CELLS}
         for server, cell in summaries:
             servers.setdefault(server, known_servers.get(server, server))
             workload = summaries[server, cell].workload
@@ -85,6 +105,13 @@ class Layout:
 
     def cells_of(self, workload: str) -> list[str]:
         return [name for name, (w, _) in self.cells.items() if w == workload]
+
+    def plot_groups(self) -> dict[str, list[str]]:
+        """The cells of each plot: a workload's, with its TLS twin's (``tls-oneshot``)."""
+        groups: dict[str, list[str]] = {}
+        for name, (workload, _) in self.cells.items():
+            groups.setdefault(workload.removeprefix("tls-"), []).append(name)
+        return groups
 
 
 # ---------------------------------------------------------------- formatting
@@ -199,6 +226,9 @@ SUMMARY_COLUMNS: tuple[
     ("UDP datagrams/s", "udp-64x16", lambda s: s.rps, number),
     ("16 KiB pingpong, 16 conns (req/s)", "pingpong-16kx16", lambda s: s.rps, number),
     ("bulk (MiB/s)", "bulk-256m", lambda s: s.mib_s, number),
+    ("TLS handshakes/s, 16 in flight", "tls-oneshot-16", lambda s: s.rps, number),
+    ("TLS pingpong 64 B, 16 conns (req/s)", "tls-pingpong-64x16", lambda s: s.rps, number),
+    ("TLS pingpong 64 B, 256 conns (req/s)", "tls-pingpong-64x256", lambda s: s.rps, number),
 )
 
 
@@ -450,6 +480,141 @@ def _prefork_section(
     return ["## Prefork: workers against one process", "", PREFORK_INTRO, "", *lines]
 
 
+# ---------------------------------------------------------------- TLS
+
+TLS_PEERS = ("asyncio-protocol", "asyncio-protocol-uvloop")  # asyncio with ssl=
+TLS_INTRO = (
+    "`tls-oneshot` is a fresh connection per request: connect, a full TLS handshake, one "
+    "64-byte line, the reply, close_notify, close, so its requests/s are handshakes/s. "
+    "`tls-pingpong` is persistent TLS connections, one 64-byte line in flight on each. "
+    "Ratios are the medians of the ratios within each run (the servers of a cell run "
+    "seconds apart in each run), `A ÷ B` above 1.00x meaning A is faster."
+)
+
+
+def paired_cell_ratio(
+    records: Sequence[CellResult], server: str, mine: str, theirs: str
+) -> float | None:
+    """The median over runs of ``server`` on cell ``mine`` ÷ on cell ``theirs``."""
+    by_run: dict[tuple[str, int], float] = {
+        (r.cell, r.run): r.rps
+        for r in records
+        if r.server == server and r.status == OK and r.rps and r.cell in (mine, theirs)
+    }
+    ratios = [
+        rps / by_run[theirs, run]
+        for (cell, run), rps in by_run.items()
+        if cell == mine and (theirs, run) in by_run
+    ]
+    return statistics.median(ratios) if ratios else None
+
+
+def _tls_cells(layout: Layout) -> list[str]:
+    return [cell for cell, (workload, _) in layout.cells.items() if workload.startswith("tls-")]
+
+
+def _tls_sessions(layout: Layout, summaries: Summaries, tls_cells: list[str]) -> list[str]:
+    """What was negotiated: one sentence if every TLS cell agrees, else a table."""
+    measured = [
+        summary
+        for (server, cell), summary in summaries.items()
+        if cell in tls_cells and summary.status == OK and server in layout.servers
+    ]
+    sessions = list(dict.fromkeys(s.tls_session for s in measured if s.tls_session))
+    handshakes = sum(s.tls_handshakes for s in measured)
+    resumed = sum(s.tls_resumed for s in measured)
+    other = sum(s.tls_other_sessions for s in measured)
+    libraries = "; ".join(dict.fromkeys(s.tls_library for s in measured if s.tls_library))
+    counts = (
+        f"{handshakes:,} handshakes in the measured windows, {resumed:,} resumed sessions, "
+        f"{other:,} handshakes with another version or cipher than their cell's first"
+    )
+    where = f" (load generator: {libraries})" if libraries else ""
+    if len(sessions) == 1:
+        return [f"Negotiated in every TLS cell: **{sessions[0]}**{where}; {counts}.", ""]
+    rows = [
+        [layout.servers[s.server], s.cell, s.tls_session or "?"]
+        for s in measured
+        if s.server in layout.servers
+    ]
+    return [
+        f"Negotiated{where}; {counts}:",
+        "",
+        *table(["server", "cell", "version, cipher, group"], rows),
+        "",
+    ]
+
+
+def _tls_section(
+    layout: Layout, summaries: Summaries, records: Sequence[CellResult] = ()
+) -> list[str]:
+    tls_cells = _tls_cells(layout)
+    if not tls_cells:
+        return []
+    figures = Figures(summaries)
+    of = _Ratios(figures, records)
+    cells = list(layout.cells)
+    lines = ["## TLS", "", TLS_INTRO, "", *_tls_sessions(layout, summaries, tls_cells)]
+    portico = [s for s in layout.servers if s.startswith("portico-") and not is_prefork(s)]
+    peers = [p for p in TLS_PEERS if p in layout.servers]
+    rows = [
+        [f"{layout.servers[mine]} ÷ {layout.servers[theirs]}"]
+        + [of(mine, theirs, cell) for cell in cells]
+        for mine in portico
+        for theirs in peers
+    ]
+    if rows:
+        lines += ["### portico ÷ asyncio", "", *table(["requests/s", *cells], rows), ""]
+    twins = [(cell, cell.removeprefix("tls-")) for cell in tls_cells]
+    twins = [(tls, plain) for tls, plain in twins if plain in layout.cells]
+    if twins:
+        header = ["server", *(f"{tls} ÷ {plain}" for tls, plain in twins)]
+        twin_rows = [
+            [label, *(_cell_ratio(figures, records, server, tls, plain) for tls, plain in twins)]
+            for server, label in layout.servers.items()
+        ]
+        lines += [
+            "### What TLS costs: TLS ÷ plaintext, each server",
+            "",
+            *table(header, twin_rows),
+            "",
+        ]
+    cpu_rows = [
+        [label, *(_per_request_text(figures.get(server, cell)) for cell in tls_cells)]
+        for server, label in layout.servers.items()
+    ]
+    lines += [
+        "### CPU per request (TLS cells)",
+        "",
+        "Server and load generator CPU time per request (per handshake in `tls-oneshot`), "
+        "in µs, then their CPU use over the measured window (1.00: a whole CPU). The load "
+        "generator kept up with a server when its CPU use stayed below 1.00 while the "
+        "server's reached it.",
+        "",
+        *table(["server", *tls_cells], cpu_rows),
+        "",
+    ]
+    return lines
+
+
+def _cell_ratio(
+    figures: Figures, records: Sequence[CellResult], server: str, mine: str, theirs: str
+) -> str:
+    if records:
+        value = paired_cell_ratio(records, server, mine, theirs)
+        return "" if value is None else f"{value:.2f}x"
+    return ratio(figures.rps(server, mine), figures.rps(server, theirs))
+
+
+def _per_request_text(summary: Summary | None) -> str:
+    if summary is None or not summary.rps:
+        return ""
+    server, loadgen = summary.server_cpu, summary.loadgen_cpu
+    per_server = "?" if server is None else f"{1e6 * server / summary.rps:,.0f}"
+    per_loadgen = "?" if loadgen is None else f"{1e6 * loadgen / summary.rps:,.0f}"
+    return f"{per_server} / {per_loadgen} µs ({_cpus(server)} / {_cpus(loadgen)})"
+
+
 def _cpu_text(summary: Summary | None, cpus: int | None) -> str:
     if summary is None:
         return ""
@@ -542,6 +707,7 @@ def render_markdown(
     lines += _ratio_section(layout, summaries)
     cpus = meta.get("machine", {}).get("cpus")
     lines += _prefork_section(layout, summaries, cpus if isinstance(cpus, int) else None, records)
+    lines += _tls_section(layout, summaries, records)
     if not meta.get("preset"):  # a preset's run is not issue 3's matrix
         lines += _targets_section(summaries)
     lines += _noise_section(layout, summaries)
@@ -549,6 +715,9 @@ def render_markdown(
     for cell, (_, label) in layout.cells.items():
         lines += _cell_section(cell, label, layout, summaries)
     notes = [*NOTES, *(PREFORK_NOTES if _prefork_groups(layout) else ())]
+    if _tls_cells(layout):
+        tls = {"certificate": "?", "python_openssl": "?", **meta.get("tls", {})}
+        notes += [note.format(**tls) for note in TLS_NOTES]
     lines += ["## Notes", "", *(f"- {note}" for note in notes), ""]
     return "\n".join(lines)
 
@@ -567,8 +736,8 @@ def write_plots(
 
     layout = Layout.of(meta, summaries)
     written = []
-    for workload in layout.workloads():
-        panels = _panels(workload, layout, summaries)
+    for workload, cells in layout.plot_groups().items():
+        panels = _panels(cells, layout, summaries)
         if not panels:
             continue
         columns = min(PLOT_COLUMNS, len(panels))
@@ -582,7 +751,9 @@ def write_plots(
             _bar_panel(axis, title, unit, bars)
         for axis in flat[len(panels) :]:
             axis.set_visible(False)
-        figure.suptitle(f"{workload} (higher is better, except memory; C reference in grey)")
+        kinds = {layout.cells[cell][0].startswith("tls-") for cell in cells}
+        title = f"{workload}, TLS and plaintext" if len(kinds) > 1 else layout.cells[cells[0]][0]
+        figure.suptitle(f"{title} (higher is better, except memory; C reference in grey)")
         figure.tight_layout()
         path = directory / f"{stem}-{workload}.png"
         figure.savefig(path, dpi=110)
@@ -594,10 +765,13 @@ def write_plots(
 Bars = list[tuple[str, float, bool]]  # server name, value, is the reference
 
 
-def _panels(workload: str, layout: Layout, summaries: Summaries) -> list[tuple[str, str, Bars]]:
+def _panels(cells: list[str], layout: Layout, summaries: Summaries) -> list[tuple[str, str, Bars]]:
+    mixed = len({layout.cells[cell][0].startswith("tls-") for cell in cells}) > 1
     panels = []
-    for cell in layout.cells_of(workload):
-        label = layout.cells[cell][1]
+    for cell in cells:
+        workload, label = layout.cells[cell]
+        if mixed and not workload.startswith("tls-"):
+            label += " (plaintext)"
         panels.append(
             (
                 label,

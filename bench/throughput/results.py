@@ -53,6 +53,19 @@ class CellResult:
     capped: bool = False  # the hard request cap ended the window early
     late: int = 0  # UDP answers that came after their timeout (not errors)
     abandoned: int = 0  # requests still in flight when the drain ended (not errors)
+    # TLS cells: what the load generator negotiated (its first handshake), and counts
+    tls_version: str = ""
+    tls_cipher: str = ""
+    tls_group: str = ""
+    tls_handshakes: int = 0  # in the measured window
+    tls_resumed: int = 0  # of every handshake of the run (0: all were full handshakes)
+    tls_other_sessions: int = 0  # handshakes whose version or cipher differed from the first's
+    tls_library: str = ""  # the load generator's OpenSSL
+
+    @property
+    def tls_session(self) -> str:
+        """``TLSv1.3, TLS_AES_256_GCM_SHA384, X25519``; empty without TLS."""
+        return ", ".join(p for p in (self.tls_version, self.tls_cipher, self.tls_group) if p)
 
     @classmethod
     def skipped(cls, server: str, cell: str, workload: str, run: int, reason: str) -> CellResult:
@@ -100,6 +113,13 @@ class CellResult:
             capped=load.capped,
             late=load.late,
             abandoned=load.abandoned,
+            tls_version=load.tls_version,
+            tls_cipher=load.tls_cipher,
+            tls_group=load.tls_group,
+            tls_handshakes=load.tls_handshakes_measured,
+            tls_resumed=load.tls_resumed,
+            tls_other_sessions=load.tls_other_sessions,
+            tls_library=load.tls_library,
         )
 
     def to_json(self) -> str:
@@ -193,6 +213,12 @@ class Summary:
     loadgen_cpu: float | None = None
     server_cpu: float | None = None
     other_cpu: float | None = None
+    # TLS cells: the sessions negotiated (distinct ones, "; "-separated), counts summed
+    tls_session: str = ""
+    tls_handshakes: int = 0
+    tls_resumed: int = 0
+    tls_other_sessions: int = 0
+    tls_library: str = ""
 
 
 _MEDIANS = (
@@ -239,6 +265,11 @@ def _summary(group: list[CellResult]) -> Summary:
         errors=errors,
         error_kinds=kinds,
         abandoned=abandoned,
+        tls_session="; ".join(dict.fromkeys(r.tls_session for r in ran if r.tls_session)),
+        tls_handshakes=sum(r.tls_handshakes for r in ran),
+        tls_resumed=sum(r.tls_resumed for r in ran),
+        tls_other_sessions=sum(r.tls_other_sessions for r in ran),
+        tls_library="; ".join(dict.fromkeys(r.tls_library for r in ran if r.tls_library)),
         **medians,
     )
 

@@ -37,6 +37,15 @@ class RunConfig:
     server_cpu: int | None = 0  # None: not pinned (the CPUs the harness may use)
     loadgen_cpu: int | None = 1
     log_dir: Path = BUILD_DIR / "logs"
+    tls_loadgen: Path | None = None  # the load generator built with TLS, for TLS cells
+
+    def loadgen_for(self, cell: Cell) -> Path:
+        """The load generator that runs ``cell``: TLS cells need the one built with TLS."""
+        if cell.transport != "tls":
+            return self.loadgen
+        if self.tls_loadgen is None:
+            raise BuildError("no load generator built with TLS (build('loadgen-tls'))")
+        return self.tls_loadgen
 
 
 class TreePeak:
@@ -58,7 +67,7 @@ def run_cell(
     First wait, at most ``quiet_wait`` seconds, for other processes' load to pass.
     """
     names = (server.name, cell.name, cell.workload, run)
-    reason = server.not_applicable(cell) or server.unavailable()
+    reason = server.not_applicable(cell) or server.unavailable(cell)
     if reason:
         return CellResult.skipped(*names, reason)
     waited, _ = wait_for_quiet(quiet_wait)
@@ -72,6 +81,7 @@ def run_cell(
 def _measure(
     server: ServerSpec, cell: Cell, config: RunConfig, run: int
 ) -> tuple[LoadResult, dict[str, int | None]]:
+    loadgen = config.loadgen_for(cell)
     port = free_port(cell.transport)
     argv = server.command(cell.transport, port)
     log = config.log_dir / f"{server.name}.{cell.name}.{run}.log"
@@ -84,7 +94,7 @@ def _measure(
         start = process.rss_kib()
         tree = TreePeak(process) if server.forks else None
         load = run_loadgen(
-            config.loadgen,
+            loadgen,
             cell.load(config.timing),
             port,
             server_pid=process.pid,

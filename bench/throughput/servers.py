@@ -16,6 +16,12 @@ portico's prefork supervisor has a table of its own, :data:`PREFORK_SERVERS`
 name or by the family ``prefork`` (``--preset prefork`` runs them side by side
 with one process): the whole matrix pins every server to one CPU, where more
 than one worker means nothing.
+
+Servers that serve TLS list the transport ``tls``: for a TLS cell they are
+started with ``--certfile CERT --keyfile KEY`` (the run's certificate, see
+``tls.py``): portico's engines (``portico serve --certfile``), the asyncio
+peers (``ssl=``), and the C reference built with OpenSSL (``refserver-tls``).
+The others are "n/a" there ("no TLS variant").
 """
 
 from __future__ import annotations
@@ -28,8 +34,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.throughput.build import BUILD_DIR, build
+from bench.throughput.build import BUILD_DIR, build, build_problem
 from bench.throughput.procs import ServerProcess, Transport
+from bench.throughput.tls import tls_files
 from bench.throughput.workloads import Cell
 from portico.cli import serve as portico_serve
 
@@ -37,6 +44,7 @@ __all__ = [
     "ALL_SERVERS",
     "PREFORK_SERVERS",
     "SERVERS",
+    "VARIANT_SERVERS",
     "ServerSpec",
     "cli_has_engines",
     "is_prefork",
@@ -48,7 +56,8 @@ Command = Callable[[Transport, int], list[str]]
 # Beyond answering a probe: has the server said it is ready?  (The process, its port.)
 Ready = Callable[[ServerProcess, int], bool]
 TCP_AND_UDP: frozenset[Transport] = frozenset(("tcp", "udp"))
-TCP_ONLY: frozenset[Transport] = frozenset(("tcp",))
+TCP_UDP_TLS: frozenset[Transport] = frozenset(("tcp", "udp", "tls"))
+TCP_AND_TLS: frozenset[Transport] = frozenset(("tcp", "tls"))
 FORK_LIMIT = 40  # ForkingMixIn.max_children: past it, the server waits for a child to exit
 # The pool's size, given explicitly: its default (16 per CPU the process may use) would
 # see one CPU in a server pinned to CPU 0.  32 is that default for this 2-CPU machine.
@@ -82,6 +91,8 @@ class ServerSpec:
     ready: Ready | None = None  # said it is ready (before the probe); None: the probe is enough
     # SIGTERM to the process alone (it stops its own children), not to its session.
     stop_leader: bool = False
+    # With "tls" in transports: None if it can serve TLS on this machine, else why not.
+    tls_available: Callable[[], str | None] = _always_available
 
     def not_applicable(self, cell: Cell) -> str | None:
         """Why this server cannot serve ``cell`` ("n/a"), or None."""
@@ -92,21 +103,30 @@ class ServerSpec:
             return f"serves {limit} connection{'s' if limit > 1 else ''} at a time"
         return None
 
-    def unavailable(self) -> str | None:
-        """Why this server cannot run on this machine, or None."""
+    def unavailable(self, cell: Cell | None = None) -> str | None:
+        """Why this server cannot run on this machine (``cell``'s TLS included), or None."""
         for module in self.requires:
             if importlib.util.find_spec(module) is None:
                 return f"{module} is not installed (pip install -e '.[peers]')"
-        return self.available()
+        why = self.available()
+        if why is None and cell is not None and cell.transport == "tls":
+            why = self.tls_available()
+        return why
 
 
-def _udp_flag(transport: Transport) -> list[str]:
-    return ["--udp"] if transport == "udp" else []
+def _transport_flags(transport: Transport) -> list[str]:
+    """``--udp``; for TLS, the run's certificate and key; nothing for TCP."""
+    if transport == "udp":
+        return ["--udp"]
+    if transport == "tls":
+        files = tls_files()
+        return ["--certfile", str(files.certfile), "--keyfile", str(files.keyfile)]
+    return []
 
 
 def _peer_command(module: str, args: tuple[str, ...], transport: Transport, port: int) -> list[str]:
     peer = f"bench.throughput.peers.{module}"
-    return [sys.executable, "-m", peer, *args, "--port", str(port), *_udp_flag(transport)]
+    return [sys.executable, "-m", peer, *args, "--port", str(port), *_transport_flags(transport)]
 
 
 def peer(module: str, *args: str) -> Command:
@@ -127,7 +147,7 @@ def _portico_command(
         serve = [sys.executable, "-m", "portico", "serve", "--engine", engine, *options]
         # WARNING: no access log (at INFO it would wrap and time every connection).
         address = ["--bind", f"127.0.0.1:{port}", "--log-level", "WARNING"]
-        return [*serve, *address, *_udp_flag(transport)]
+        return [*serve, *address, *_transport_flags(transport)]
     return _peer_command(
         "socketserver_upper", ("--module", "portico", "--engine", engine), transport, port
     )
@@ -147,13 +167,30 @@ def _portico_available(engine: str) -> str | None:
     return f"engine {engine!r} is {spec.unavailable}" if spec.unavailable else None
 
 
+def _portico_tls_available() -> str | None:
+    """None if ``portico serve`` serves TLS (``--certfile``), else why not."""
+    if not cli_has_engines():
+        return "`portico serve` has no --engine (the stand-in serves no TLS)"
+    if not any(setting.flag == "--certfile" for setting in portico_serve.SETTINGS):
+        return "`portico serve` has no --certfile"
+    return None
+
+
 def _refserver_command(transport: Transport, port: int) -> list[str]:
-    return [str(build("refserver")), "--port", str(port), *_udp_flag(transport)]
+    binary = build("refserver-tls" if transport == "tls" else "refserver")
+    return [str(binary), "--port", str(port), *_transport_flags(transport)]
 
 
 def c_reference() -> ServerSpec:
-    """bench/c/refserver.c: what the machine allows."""
-    return ServerSpec("c-epoll", "C epoll reference", "c", _refserver_command)
+    """bench/c/refserver.c: what the machine allows (over TLS: built with OpenSSL)."""
+    return ServerSpec(
+        "c-epoll",
+        "C epoll reference",
+        "c",
+        _refserver_command,
+        transports=TCP_UDP_TLS,
+        tls_available=functools.partial(build_problem, "refserver-tls"),
+    )
 
 
 def portico(
@@ -162,18 +199,27 @@ def portico(
     max_connections: int | None = None,
     forks: bool = False,
     options: tuple[str, ...] = (),
+    variant: str = "",
 ) -> ServerSpec:
-    """A portico engine, by the name ``portico serve --engine`` takes, with more ``options``."""
+    """A portico engine, by the name ``portico serve --engine`` takes, with more ``options``.
+
+    A ``variant`` (``portico-event-nodelay``) is the same engine with options that are not
+    its defaults: of the family ``variants``, run by name only.
+    """
     return ServerSpec(
-        f"portico-{engine}",
-        f"portico {engine}",
-        "portico",
+        f"portico-{engine}" + (f"-{variant}" if variant else ""),
+        f"portico {engine}" + (f", {' '.join(options)}" if variant else ""),
+        VARIANT_FAMILY if variant else "portico",
         functools.partial(_portico_command, engine, options),
+        transports=TCP_UDP_TLS,
         max_connections=max_connections,
         forks=forks,
         available=functools.partial(_portico_available, engine),
+        tls_available=_portico_tls_available,
     )
 
+
+VARIANT_FAMILY = "variants"
 
 # ---------------------------------------------------------------- prefork
 
@@ -210,7 +256,7 @@ def _prefork_command(
     # WARNING: no access log.  At WARNING the master does not log "N workers serving"
     # either, so readiness is its pid file, which it writes at that moment.
     address = ["--bind", f"127.0.0.1:{port}", "--log-level", "WARNING"]
-    return [*serve, *prefork, "--pid-file", str(pid_file), *address, *_udp_flag(transport)]
+    return [*serve, *prefork, "--pid-file", str(pid_file), *address, *_transport_flags(transport)]
 
 
 def prefork_ready(workers: int, process: ServerProcess, port: int) -> bool:
@@ -268,14 +314,14 @@ def stdlib(engine: str, *, max_connections: int | None = None, forks: bool = Fal
 
 
 def asyncio_peer(api: str, *, uvloop: bool = False) -> ServerSpec:
-    """asyncio streams or protocols, on the default loop or on uvloop."""
+    """asyncio streams or protocols, on the default loop or on uvloop; TLS with ``ssl=``."""
     loop = "uvloop" if uvloop else "default loop"
     return ServerSpec(
         f"asyncio-{api}" + ("-uvloop" if uvloop else ""),
         f"asyncio {'streams' if api == 'streams' else 'Protocol'} ({loop})",
         "asyncio",
         peer("asyncio_upper", "--api", api, *(["--uvloop"] if uvloop else [])),
-        transports=TCP_ONLY if api == "streams" else TCP_AND_UDP,
+        transports=TCP_AND_TLS if api == "streams" else TCP_UDP_TLS,
         requires=("uvloop",) if uvloop else (),
     )
 
@@ -319,7 +365,13 @@ PREFORK_SERVERS: tuple[ServerSpec, ...] = (
     portico_prefork("async", 1),
     portico_prefork("async", 2),
 )
-ALL_SERVERS: tuple[ServerSpec, ...] = SERVERS + PREFORK_SERVERS
+# portico with options that are not its defaults, run by name (--preset tls runs the event
+# engine with --tcp-nodelay beside its default, see docs/benchmarks.md).
+VARIANT_SERVERS: tuple[ServerSpec, ...] = (
+    portico("event", options=("--tcp-nodelay",), variant="nodelay"),
+    portico("threads", options=("--tcp-nodelay",), variant="nodelay"),
+)
+ALL_SERVERS: tuple[ServerSpec, ...] = SERVERS + PREFORK_SERVERS + VARIANT_SERVERS
 
 
 def select_servers(

@@ -9,6 +9,12 @@ that line upper-cased, byte for byte.
 comes back upper-cased and is checked (rather than just counted): the server
 does the same job as in the other workloads, and the figure covers both
 directions.  At most 1 MiB is unanswered at a time.
+
+The TLS cells (:data:`TLS_CELLS`, transport ``tls``) are not part of issue 3's
+matrix (:data:`CELLS`, what runs without ``--workloads``): they are named, or
+run by ``--preset tls``.  ``tls-oneshot`` is ``oneshot`` over TLS, one full
+handshake per connection (handshakes per second); ``tls-pingpong`` is
+``pingpong`` over persistent TLS connections.
 """
 
 from __future__ import annotations
@@ -19,7 +25,17 @@ from dataclasses import dataclass
 from bench.throughput.loadgen import LoadSpec
 from bench.throughput.procs import Transport
 
-__all__ = ["CELLS", "FULL", "QUICK", "WORKLOADS", "Cell", "Timing", "select_cells"]
+__all__ = [
+    "ALL_CELLS",
+    "CELLS",
+    "FULL",
+    "QUICK",
+    "TLS_CELLS",
+    "WORKLOADS",
+    "Cell",
+    "Timing",
+    "select_cells",
+]
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -61,8 +77,8 @@ class Cell:
     name: str
     workload: str
     label: str
-    transport: Transport
-    mode: str
+    transport: Transport  # tls: TCP with TLS on every connection
+    mode: str  # oneshot, pingpong, udp, bulk (over TLS too: the load generator's tls-MODE)
     conns: int
     size: int = 64
     idle: int = 0
@@ -83,7 +99,7 @@ class Cell:
         """What the load generator runs for this cell."""
         bulk = self.mode == "bulk"
         return LoadSpec(
-            mode=self.mode,
+            mode=f"tls-{self.mode}" if self.transport == "tls" else self.mode,
             conns=self.conns,
             size=self.size,
             duration=timing.bulk_cap if bulk else timing.duration,
@@ -136,16 +152,28 @@ CELLS: tuple[Cell, ...] = (
         bulk_bytes=256 * MIB,
     ),
 )
-WORKLOADS: tuple[str, ...] = tuple(dict.fromkeys(cell.workload for cell in CELLS))
+# TLS: a full handshake per connection, and persistent TLS connections.  Not in the
+# matrix above: run by name, or by --preset tls.
+TLS_CELLS: tuple[Cell, ...] = (
+    Cell("tls-oneshot-1", "tls-oneshot", "TLS handshakes, 1 in flight", "tls", "oneshot", 1),
+    Cell("tls-oneshot-16", "tls-oneshot", "TLS handshakes, 16 in flight", "tls", "oneshot", 16),
+    Cell("tls-pingpong-64x16", "tls-pingpong", "64 B over TLS, 16 conns", "tls", "pingpong", 16),
+    Cell("tls-pingpong-64x256", "tls-pingpong", "64 B over TLS, 256 conns", "tls", "pingpong", 256),
+)
+ALL_CELLS: tuple[Cell, ...] = CELLS + TLS_CELLS
+WORKLOADS: tuple[str, ...] = tuple(dict.fromkeys(cell.workload for cell in ALL_CELLS))
 
 
 def select_cells(names: Iterable[str] | None) -> list[Cell]:
-    """The cells named, by workload (``pingpong``) or by cell (``pingpong-64x256``)."""
+    """The cells named, by workload (``pingpong``) or by cell (``pingpong-64x256``).
+
+    Without names, issue 3's matrix (:data:`CELLS`); names may also pick the TLS cells.
+    """
     if not names:
         return list(CELLS)
     wanted = set(names)
-    unknown = wanted - set(WORKLOADS) - {cell.name for cell in CELLS}
+    unknown = wanted - set(WORKLOADS) - {cell.name for cell in ALL_CELLS}
     if unknown:
-        known = ", ".join([*WORKLOADS, *(cell.name for cell in CELLS)])
+        known = ", ".join([*WORKLOADS, *(cell.name for cell in ALL_CELLS)])
         raise ValueError(f"unknown workload {', '.join(sorted(unknown))}: choose from {known}")
-    return [cell for cell in CELLS if cell.name in wanted or cell.workload in wanted]
+    return [cell for cell in ALL_CELLS if cell.name in wanted or cell.workload in wanted]

@@ -33,3 +33,14 @@ def loadgen() -> Path:
 @pytest.fixture(scope="session")
 def refserver() -> Path:
     return _built("refserver")
+
+
+@pytest.fixture(scope="session")
+def loadgen_tls() -> Path:
+    """The load generator built with OpenSSL; skipped (saying why) without libssl-dev."""
+    return _built("loadgen-tls")
+
+
+@pytest.fixture(scope="session")
+def refserver_tls() -> Path:
+    return _built("refserver-tls")

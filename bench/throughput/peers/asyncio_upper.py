@@ -5,16 +5,19 @@ and writes it back upper-cased (no datagram variant: asyncio has no datagram
 streams).  ``--api protocol``: a ``Protocol`` that upper-cases every complete
 line it has received and writes them in one call, pausing reads while the
 transport's buffer is full; over UDP, a ``DatagramProtocol``.  ``--uvloop``
-runs either on uvloop.
+runs either on uvloop.  ``--certfile`` (and ``--keyfile``) serves either over
+TLS, with ``ssl=`` (asyncio's own TLS, or uvloop's), set up as portico's
+``TLSConfig`` sets up its context.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from bench.throughput.peers.common import MAX_LINE, parser
+from bench.throughput.peers.common import MAX_LINE, parser, server_context
 
 
 async def upper_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -70,7 +73,9 @@ class UpperDatagramProtocol(asyncio.DatagramProtocol):
         self.transport.sendto(data.upper(), addr)
 
 
-async def serve(api: str, host: str, port: int, *, udp: bool) -> None:
+async def serve(
+    api: str, host: str, port: int, *, udp: bool, tls: ssl.SSLContext | None = None
+) -> None:
     loop = asyncio.get_running_loop()
     if udp:
         if api != "protocol":
@@ -78,10 +83,10 @@ async def serve(api: str, host: str, port: int, *, udp: bool) -> None:
         await loop.create_datagram_endpoint(UpperDatagramProtocol, local_addr=(host, port))
         await asyncio.Event().wait()
     elif api == "streams":
-        server = await asyncio.start_server(upper_stream, host, port, reuse_address=True)
+        server = await asyncio.start_server(upper_stream, host, port, reuse_address=True, ssl=tls)
         await server.serve_forever()
     else:
-        server = await loop.create_server(UpperProtocol, host, port, reuse_address=True)
+        server = await loop.create_server(UpperProtocol, host, port, reuse_address=True, ssl=tls)
         await server.serve_forever()
 
 
@@ -99,7 +104,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     options.add_argument("--api", choices=("streams", "protocol"), required=True)
     options.add_argument("--uvloop", action="store_true")
     args = options.parse_args(argv)
-    run(serve(args.api, args.host, args.port, udp=args.udp), use_uvloop=args.uvloop)
+    if args.certfile and args.udp:
+        options.error("TLS (--certfile) serves streams, not --udp")
+    tls = server_context(args.certfile, args.keyfile) if args.certfile else None
+    run(serve(args.api, args.host, args.port, udp=args.udp, tls=tls), use_uvloop=args.uvloop)
 
 
 if __name__ == "__main__":
