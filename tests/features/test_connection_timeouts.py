@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -95,26 +96,52 @@ def wait_fired(server: Any, limit: str) -> None:
     server.fired.wait_for(limit)
 
 
+class LogLine(logging.Handler):
+    """Sets an event when a record containing ``text`` is logged."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.seen = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.seen.set()
+
+
+@contextmanager
+def logged(text: str) -> Iterator[threading.Event]:
+    """An event set once ``portico.server`` logs a line containing ``text``."""
+    line = LogLine(text)
+    logger = logging.getLogger("portico.server")
+    logger.addHandler(line)
+    try:
+        yield line.seen
+    finally:
+        logger.removeHandler(line)
+
+
 @pytest.mark.parametrize("engine", ENGINES)
-def test_idle_and_first_byte(serve, engine: str, caplog) -> None:
+def test_idle_and_first_byte(serve, engine: str) -> None:
     server = serve(engine, idle_timeout=0.4, first_byte_timeout=0.2)
-    with caplog.at_level(logging.WARNING, logger="portico.server"):
+    with logged("closed: nothing received within 0.2 s (first_byte_timeout)") as seen:
         with socket.create_connection(server.server_address, timeout=DEADLINE) as silent:
             assert closed_by_server(silent)
         wait_fired(server, "first_byte_timeout")
-        with socket.create_connection(server.server_address, timeout=DEADLINE) as idle:
-            idle.sendall(b"hello\n")
-            assert idle.makefile("rb").readline() == b"HELLO\n"
-            assert closed_by_server(idle)
+        assert seen.wait(DEADLINE)
+    with logged("closed: idle for 0.4 s (idle_timeout)") as seen:
+        with socket.create_connection(server.server_address, timeout=DEADLINE) as quiet:
+            quiet.sendall(b"hello\n")
+            assert quiet.makefile("rb").readline() == b"HELLO\n"
+            assert closed_by_server(quiet)
         wait_fired(server, "idle_timeout")
-    assert "nothing received within 0.2 s (first_byte_timeout)" in caplog.text
-    assert "idle for 0.4 s (idle_timeout)" in caplog.text
+        assert seen.wait(DEADLINE)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_a_slowloris_trickle_is_cut_by_the_minimum_rate(serve, engine: str, caplog) -> None:
+def test_a_slowloris_trickle_is_cut_by_the_minimum_rate(serve, engine: str) -> None:
     server = serve(engine, min_receive_rate=100, min_receive_rate_window=0.5, idle_timeout=5)
-    with caplog.at_level(logging.WARNING, logger="portico.server"):
+    with logged("fewer than 100 bytes per second over 0.5 s (min_receive_rate)") as seen:
         with socket.create_connection(server.server_address, timeout=DEADLINE) as slow:
             started = time.monotonic()
             try:
@@ -125,12 +152,12 @@ def test_a_slowloris_trickle_is_cut_by_the_minimum_rate(serve, engine: str, capl
                 pass
             assert closed_by_server(slow)
             assert time.monotonic() - started < 5  # well before the idle limit
-        # A client that is quick is not touched, nor one that waits without sending.
-        with socket.create_connection(server.server_address, timeout=DEADLINE) as quick:
-            quick.sendall(b"quick\n")
-            assert quick.makefile("rb").readline() == b"QUICK\n"
-    wait_fired(server, "min_receive_rate")
-    assert "fewer than 100 bytes per second over 0.5 s (min_receive_rate)" in caplog.text
+        wait_fired(server, "min_receive_rate")
+        assert seen.wait(DEADLINE)
+    # A client that is quick is not touched.
+    with socket.create_connection(server.server_address, timeout=DEADLINE) as quick:
+        quick.sendall(b"quick\n")
+        assert quick.makefile("rb").readline() == b"QUICK\n"
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -149,33 +176,17 @@ def test_the_whole_connection_deadline(serve, engine: str) -> None:
     wait_fired(server, "connection_timeout")
 
 
-class LogLine(logging.Handler):
-    """Sets an event when a record containing ``text`` is logged."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
-        self.seen = threading.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.text in record.getMessage():
-            self.seen.set()
-
-
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_client_that_never_reads_its_replies(serve, engine: str) -> None:
     server = serve(engine, send_timeout=0.3)
-    line = LogLine("closed: did not take its replies for 0.3 s (send_timeout)")
-    logger = logging.getLogger("portico.server")
-    logger.addHandler(line)
-    try:
-        with socket.create_connection(server.server_address, timeout=DEADLINE) as deaf:
-            deaf.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            deaf.sendall(b"flood\n")
-            wait_fired(server, "send_timeout")
-            assert line.seen.wait(DEADLINE)
-    finally:
-        logger.removeHandler(line)
+    with (
+        logged("closed: did not take its replies for 0.3 s (send_timeout)") as seen,
+        socket.create_connection(server.server_address, timeout=DEADLINE) as deaf,
+    ):
+        deaf.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        deaf.sendall(b"flood\n")
+        wait_fired(server, "send_timeout")
+        assert seen.wait(DEADLINE)
 
 
 def test_the_handlers_own_timeout_stays_a_plain_timeout(serve) -> None:

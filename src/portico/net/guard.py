@@ -1,11 +1,14 @@
 """Per-connection time limits, enforced where a handler waits on its client.
 
 A :class:`GuardedSocket` stands between a handler (its ``rfile``, ``wfile``,
-``recv``, ``sendall``) and the connected socket.  Before each wait it sets
-the socket's timeout to the nearest of the limits that apply, and when the
-wait times out it raises :class:`~portico.errors.ConnectionTimeoutError` naming
-the limit.  It works on any engine's socket (the event engine's cooperative
-one too: its waits honour the timeout) and under TLS (it sits below it).
+``recv``, ``sendall``) and the connected socket.  It only notes, on each
+call, what it waits for and since when: no system call of its own, no
+socket timeout (with a timeout, CPython polls before every ``recv``).  A
+watchdog thread per process looks at every guarded connection a few times a
+second; when a limit has passed, it records which and shuts the socket
+down, which ends the handler's wait at once on every engine (a thread's
+``recv``, an event task's, a forked child's), and the guard raises
+:class:`~portico.errors.ConnectionTimeoutError` naming the limit.
 
 The limits (all optional, in seconds but the rate):
 
@@ -20,15 +23,19 @@ The limits (all optional, in seconds but the rate):
 - ``send``: any one wait for the client to take the server's bytes (a
   client that never reads its replies).
 
-The handler's own timeout (``StreamRequestHandler.timeout``, or
-``settimeout()``) still applies and, when it is the nearest, raises the
-plain ``TimeoutError`` it always did.
+A limit fires within a watchdog tick of its time (``TICK``, or a quarter of
+the smallest limit).  The handler's own timeout (``StreamRequestHandler.
+timeout``, ``settimeout()``) is the socket's, as in the stdlib, and raises
+the plain ``TimeoutError`` it always did.
 """
 
 from __future__ import annotations
 
-import math
+import os
+import socket
+import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,9 +45,10 @@ from portico.net.streams import makefile
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
 
-__all__ = ["ConnectionLimits", "GuardedSocket"]
+__all__ = ["TICK", "ConnectionLimits", "GuardedSocket"]
 
-_OWN = "own"  # the handler's own timeout: a plain TimeoutError
+TICK = 0.25  # seconds between the watchdog's looks, at most
+_RECEIVING, _SENDING = 1, 2
 
 
 @dataclass(frozen=True)
@@ -56,10 +64,20 @@ class ConnectionLimits:
 
     @property
     def active(self) -> bool:
-        return any(
-            value is not None
-            for value in (self.first_byte, self.idle, self.deadline, self.min_rate, self.send)
+        return any(value is not None for value in self._timeouts()) or self.min_rate is not None
+
+    def _timeouts(self) -> tuple[float | None, ...]:
+        return (self.first_byte, self.idle, self.deadline, self.send)
+
+    @property
+    def tick(self) -> float:
+        """How often the watchdog must look for these limits to fire on time."""
+        shortest = min(
+            [value for value in self._timeouts() if value is not None]
+            + ([self.rate_window] if self.min_rate is not None else []),
+            default=TICK * 4,
         )
+        return max(0.01, min(TICK, shortest / 4))
 
 
 class GuardedSocket:
@@ -69,150 +87,118 @@ class GuardedSocket:
         self.raw = raw
         self.limits = limits
         self.started = time.monotonic()
-        self._own_timeout: float | None = raw.gettimeout()
         self._received_any = False
         self._window_start: float | None = None
         self._window_bytes = 0
+        self._waiting = 0  # _RECEIVING or _SENDING while a call waits; 0 otherwise
+        self._wait_started = 0.0
+        self._fired: ConnectionTimeoutError | None = None
         self._io_refs = 0
-        self._applied: float | None = -1.0  # the timeout last set on raw: none yet
-
-    # -- the handler's own timeout -------------------------------------------
-
-    def settimeout(self, value: float | None) -> None:
-        self._own_timeout = value
-
-    def gettimeout(self) -> float | None:
-        return self._own_timeout
-
-    def setblocking(self, flag: bool) -> None:
-        self._own_timeout = None if flag else 0.0
+        _watchdog().watch(self)
 
     # -- receiving -------------------------------------------------------------
 
     def recv_into(self, buffer: WriteableBuffer, nbytes: int = 0, flags: int = 0, /) -> int:
-        received: int = self._wait_for(
-            self._receive_bound(), self.raw.recv_into, buffer, nbytes, flags
-        )
+        received: int = self._wait(_RECEIVING, self.raw.recv_into, buffer, nbytes, flags)
         self._account(received)
         return received
 
     def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
-        data: bytes = self._wait_for(self._receive_bound(), self.raw.recv, bufsize, flags)
+        data: bytes = self._wait(_RECEIVING, self.raw.recv, bufsize, flags)
         self._account(len(data))
         return data
 
-    def _receive_bound(self) -> tuple[float | None, str]:
-        """The nearest limit on this wait for the client's bytes: (seconds, its name)."""
-        limits = self.limits
-        seconds, name = limits.idle, "idle_timeout"
-        if (limits.first_byte is not None and not self._received_any) or self._trickling(limits):
-            now = time.monotonic()
-            if limits.first_byte is not None and not self._received_any:
-                left = self.started + limits.first_byte - now
-                if seconds is None or left < seconds:
-                    seconds, name = left, "first_byte_timeout"
-            if self._trickling(limits):
-                assert self._window_start is not None
-                left = self._window_start + limits.rate_window - now
-                if seconds is None or left < seconds:
-                    seconds, name = left, "min_receive_rate"
-        return self._nearest(seconds, name)
-
-    def _trickling(self, limits: ConnectionLimits) -> bool:
-        """Bytes started coming, and fewer than the rate asks for the window so far."""
-        if limits.min_rate is None or self._window_start is None:
-            return False
-        return self._window_bytes < limits.min_rate * limits.rate_window
-
     def _account(self, received: int) -> None:
-        now = time.monotonic()
-        if received:
-            self._received_any = True
-        limits = self.limits
-        if limits.min_rate is None or not received:
+        if not received:
             return
+        self._received_any = True
+        limits = self.limits
+        if limits.min_rate is None:
+            return
+        now = time.monotonic()
         if self._window_start is None:
             self._window_start, self._window_bytes = now, 0
         self._window_bytes += received
         if now - self._window_start >= limits.rate_window:
             if self._window_bytes < limits.min_rate * limits.rate_window:
-                raise _too_slow(limits)
+                raise self._fire(_too_slow(limits))
             self._window_start, self._window_bytes = now, 0
 
     # -- sending ----------------------------------------------------------------
 
     def send(self, data: ReadableBuffer, flags: int = 0, /) -> int:
-        sent: int = self._wait_for(self._send_bound(), self.raw.send, data, flags)
+        sent: int = self._wait(_SENDING, self.raw.send, data, flags)
         self._window_start = None  # a reply: the next request's bytes start a new window
         return sent
 
     def sendall(self, data: ReadableBuffer, flags: int = 0, /) -> None:
-        self._wait_for(self._send_bound(), self.raw.sendall, data, flags)
+        self._wait(_SENDING, self.raw.sendall, data, flags)
         self._window_start = None
-
-    def _send_bound(self) -> tuple[float | None, str]:
-        return self._nearest(self.limits.send, "send_timeout")
 
     # -- waiting ------------------------------------------------------------------
 
-    def _nearest(self, seconds: float | None, name: str) -> tuple[float | None, str]:
-        """The nearer of (seconds, name), the connection deadline and the handler's own."""
-        if self.limits.deadline is not None:
-            left = self.started + self.limits.deadline - time.monotonic()
-            if seconds is None or left < seconds:
-                seconds, name = left, "connection_timeout"
-        own = self._own_timeout
-        if own is not None and (seconds is None or own < seconds):
-            seconds, name = own, _OWN
-        if seconds is None:
-            return None, _OWN
-        return max(seconds, 0.0), name
+    def _wait(self, kind: int, call: Any, *args: Any) -> Any:
+        if self._fired is not None:
+            raise self._fired
+        self._wait_started = time.monotonic()
+        self._waiting = kind
+        try:
+            result = call(*args)
+        except OSError:
+            if self._fired is not None:  # the watchdog shut the socket down
+                raise self._fired from None
+            raise
+        finally:
+            self._waiting = 0
+        if self._fired is not None:  # end of file: what the shutdown looks like to recv
+            raise self._fired
+        return result
 
-    def _wait_for(self, bound: tuple[float | None, str], call: Any, *args: Any) -> Any:
-        """``call(*args)`` with the socket's timeout set to the nearest limit's remaining time.
+    def _overdue(self, now: float) -> ConnectionTimeoutError | None:
+        """The limit that has passed at ``now``, if any (the watchdog asks)."""
+        limits = self.limits
+        if limits.deadline is not None and now - self.started >= limits.deadline:
+            return ConnectionTimeoutError(
+                "connection_timeout", f"open longer than {limits.deadline:g} s"
+            )
+        waited = now - self._wait_started
+        if self._waiting == _SENDING and limits.send is not None and waited >= limits.send:
+            return ConnectionTimeoutError(
+                "send_timeout", f"did not take its replies for {limits.send:g} s"
+            )
+        if self._waiting == _RECEIVING:
+            return self._receive_overdue(now, waited)
+        return None
 
-        The timeout applied is rounded down to a coarse grid (powers of two
-        of 10 ms), so that a countdown across many calls sets the same
-        value again and costs no system call; a wait that ends on the coarse
-        timeout before the limit looks again and goes on waiting.
-        """
-        seconds, name = bound
-        if seconds is None or (seconds == 0.0 and name == _OWN):
-            self._apply(seconds)  # blocking, or the handler's own non-blocking mode
-            return call(*args)
-        expires = time.monotonic() + seconds
-        while True:
-            remaining = expires - time.monotonic()
-            if remaining <= 0.0:
-                raise TimeoutError("timed out") if name == _OWN else _expired(name, self.limits)
-            applied = self._apply_at_most(remaining)
+    def _receive_overdue(self, now: float, waited: float) -> ConnectionTimeoutError | None:
+        limits = self.limits
+        first_byte = limits.first_byte
+        if first_byte is not None and not self._received_any and now - self.started >= first_byte:
+            return ConnectionTimeoutError(
+                "first_byte_timeout", f"nothing received within {first_byte:g} s"
+            )
+        if limits.idle is not None and waited >= limits.idle:
+            return ConnectionTimeoutError("idle_timeout", f"idle for {limits.idle:g} s")
+        if self._too_slow_at(now):
+            return _too_slow(limits)
+        return None
+
+    def _too_slow_at(self, now: float) -> bool:
+        """A trickle's window has ended with fewer bytes than the rate asks for."""
+        limits, window = self.limits, self._window_start
+        if limits.min_rate is None or window is None or now - window < limits.rate_window:
+            return False
+        return self._window_bytes < limits.min_rate * limits.rate_window
+
+    def _fire(self, error: ConnectionTimeoutError) -> ConnectionTimeoutError:
+        """Record the limit that fired and end the connection's waits (any thread)."""
+        if self._fired is None:
+            self._fired = error
             try:
-                return call(*args)
-            except TimeoutError:
-                if applied >= remaining:
-                    if name == _OWN:
-                        raise
-                    raise _expired(name, self.limits) from None
-
-    def _apply(self, timeout: float | None) -> None:
-        if timeout != self._applied:
-            self.raw.settimeout(timeout)
-            self._applied = timeout
-
-    def _apply_at_most(self, remaining: float) -> float:
-        """Set a timeout no longer than ``remaining``; keep the one set if it is close enough.
-
-        A timeout shorter than needed only makes the wait look again (a
-        loop pass), one longer would fire a limit late; so the one set is
-        lowered when it is too long, raised when it is far too short (an
-        eighth), and otherwise left alone: no system call per wait.
-        """
-        applied = self._applied
-        if applied is None or applied < 0 or applied > remaining or applied < remaining / 8:
-            applied = _coarse(remaining)
-            self.raw.settimeout(applied)
-            self._applied = applied
-        return applied
+                self.raw.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # closed already: nothing waits on it
+        return self._fired
 
     # -- the rest of a socket ----------------------------------------------------
 
@@ -226,18 +212,53 @@ class GuardedSocket:
         """The handler is done with it; the server closes the socket itself."""
 
     def __getattr__(self, name: str) -> Any:
-        # fileno, shutdown, setsockopt, getpeername, family, ...
+        # fileno, settimeout (the handler's own timeout), setsockopt, getpeername, ...
         return getattr(self.raw, name)
 
 
-_GRID = 0.01  # seconds: the finest timeout step
+class _Watchdog:
+    """One thread per process that looks at every guarded connection, a few times a second."""
+
+    def __init__(self) -> None:
+        self._guards: weakref.WeakSet[GuardedSocket] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._tick = TICK
+        self._thread: threading.Thread | None = None
+
+    def watch(self, guard: GuardedSocket) -> None:
+        with self._lock:
+            self._guards.add(guard)
+            self._tick = min(self._tick, guard.limits.tick)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="portico-connection-limits", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self._tick)  # a fixed pace: this thread only looks at clocks
+            now = time.monotonic()
+            with self._lock:
+                guards = list(self._guards)
+            for guard in guards:
+                if guard._fired is None:
+                    overdue = guard._overdue(now)
+                    if overdue is not None:
+                        guard._fire(overdue)
 
 
-def _coarse(seconds: float) -> float:
-    """``seconds`` rounded down to 10 ms times a power of two (exact below 20 ms)."""
-    if seconds < 2 * _GRID:
-        return seconds
-    return float(_GRID * 2 ** math.floor(math.log2(seconds / _GRID)))
+_watchdogs: dict[int, _Watchdog] = {}
+
+
+def _watchdog() -> _Watchdog:
+    """This process's watchdog (a forked child starts its own: threads do not fork)."""
+    pid = os.getpid()
+    found = _watchdogs.get(pid)
+    if found is None:
+        _watchdogs.clear()
+        found = _watchdogs[pid] = _Watchdog()
+    return found
 
 
 def _too_slow(limits: ConnectionLimits) -> ConnectionTimeoutError:
@@ -245,15 +266,3 @@ def _too_slow(limits: ConnectionLimits) -> ConnectionTimeoutError:
         "min_receive_rate",
         f"fewer than {limits.min_rate:g} bytes per second over {limits.rate_window:g} s",
     )
-
-
-def _expired(name: str, limits: ConnectionLimits) -> ConnectionTimeoutError:
-    if name == "min_receive_rate":
-        return _too_slow(limits)
-    if name == "first_byte_timeout":
-        return ConnectionTimeoutError(name, f"nothing received within {limits.first_byte:g} s")
-    if name == "idle_timeout":
-        return ConnectionTimeoutError(name, f"idle for {limits.idle:g} s")
-    if name == "connection_timeout":
-        return ConnectionTimeoutError(name, f"open longer than {limits.deadline:g} s")
-    return ConnectionTimeoutError(name, f"did not take its replies for {limits.send:g} s")
