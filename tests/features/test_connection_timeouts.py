@@ -63,24 +63,15 @@ class Recording(portico.StreamRequestHandler):
 
 
 @pytest.fixture
-def serve() -> Iterator[Any]:
-    running: list[tuple[Any, threading.Thread]] = []
-
+def serve(serving: Any) -> Any:
     def start(engine: str, **limits: Any) -> Any:
         server = server_class(engine, portico.TCPServer)(("127.0.0.1", 0), Recording)
         server.fired = Fired()
         for name, value in limits.items():
             setattr(server, name, value)
-        thread = threading.Thread(target=server.serve_forever, args=(0.05,))
-        thread.start()
-        running.append((server, thread))
-        return server
+        return serving(server)
 
-    yield start
-    for server, thread in running:
-        server.shutdown()
-        server.server_close()
-        thread.join(DEADLINE)
+    return start
 
 
 def closed_by_server(sock: socket.socket) -> bool:

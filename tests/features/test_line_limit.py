@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -35,21 +33,11 @@ class Upper(portico.StreamRequestHandler):
 
 
 @pytest.fixture
-def serve() -> Iterator[Any]:
-    running: list[tuple[Any, threading.Thread]] = []
-
+def serve(serving: Any) -> Any:
     def start(engine: str, handler: type = Upper) -> Any:
-        server = server_class(engine, portico.TCPServer)(("127.0.0.1", 0), handler)
-        thread = threading.Thread(target=server.serve_forever, args=(0.05,))
-        thread.start()
-        running.append((server, thread))
-        return server
+        return serving(server_class(engine, portico.TCPServer)(("127.0.0.1", 0), handler))
 
-    yield start
-    for server, thread in running:
-        server.shutdown()
-        server.server_close()
-        thread.join(DEADLINE)
+    return start
 
 
 def converse(address: Any, lines: list[bytes]) -> list[bytes]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -31,24 +29,15 @@ class AsyncSize(AsyncDatagramRequestHandler):
 
 
 @pytest.fixture
-def serve() -> Iterator[Any]:
-    running: list[tuple[Any, threading.Thread]] = []
-
+def serve(serving: Any) -> Any:
     def start(engine: str, policy: str) -> Any:
         handler = AsyncSize if engine == "async" else Size
         server = server_class(engine, portico.UDPServer)(("127.0.0.1", 0), handler)
         server.max_packet_size = 100
         server.oversize_datagrams = policy
-        thread = threading.Thread(target=server.serve_forever, args=(0.05,))
-        thread.start()
-        running.append((server, thread))
-        return server
+        return serving(server)
 
-    yield start
-    for server, thread in running:
-        server.shutdown()
-        server.server_close()
-        thread.join(DEADLINE)
+    return start
 
 
 def sizes_seen(server: Any, payloads: list[bytes], replies: int) -> list[bytes]:

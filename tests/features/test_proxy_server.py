@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -52,9 +50,7 @@ class DatagramReport(portico.DatagramRequestHandler):
 
 
 @pytest.fixture
-def serve() -> Iterator[Any]:
-    running: list[tuple[Any, threading.Thread]] = []
-
+def serve(serving: Any) -> Any:
     def start(engine: str = "threads", base: type = portico.TCPServer, **attributes: Any) -> Any:
         handler = DatagramReport if base is portico.UDPServer else Report
         if engine == "async":
@@ -63,16 +59,9 @@ def serve() -> Iterator[Any]:
         server.proxy_protocol = "auto"
         for name, value in attributes.items():
             setattr(server, name, value)
-        thread = threading.Thread(target=server.serve_forever, args=(0.05,))
-        thread.start()
-        running.append((server, thread))
-        return server
+        return serving(server)
 
-    yield start
-    for server, thread in running:
-        server.shutdown()
-        server.server_close()
-        thread.join(DEADLINE)
+    return start
 
 
 def exchange(server: Any, chunks: list[bytes], lines: int = 1) -> list[bytes]:

@@ -72,24 +72,15 @@ def files(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
 
 
 @pytest.fixture
-def serve() -> Iterator[Any]:
-    started: list[tuple[Any, threading.Thread]] = []
-
+def serve(serving: Any) -> Any:
     def start(engine: str, config: TLSConfig, **attributes: Any) -> Any:
         server = server_class(engine, portico.TCPServer)(("127.0.0.1", 0), Upper)
         for name, value in attributes.items():
             setattr(server, name, value)
         server.use_tls(config)
-        thread = threading.Thread(target=server.serve_forever, args=(0.05,))
-        thread.start()
-        started.append((server, thread))
-        return server
+        return serving(server)
 
-    yield start
-    for server, thread in started:
-        server.shutdown()
-        server.server_close()
-        thread.join(DEADLINE)
+    return start
 
 
 def client_context(files: dict[str, str], **kwargs: Any) -> ssl.SSLContext:
