@@ -30,8 +30,12 @@ def start(kind: str, path: str = "") -> tuple[ServerProcess, object]:
     process = ServerProcess(
         [sys.executable, str(PROGRAM), kind, path], stream="stdout", timeout=DEADLINE
     )
-    line = process.wait_for(r"^ready (.+)$")[0]
-    return process, ast.literal_eval(line.group(1))
+    try:
+        line = process.wait_for(r"^ready (.+)$")[0]
+        return process, ast.literal_eval(line.group(1))
+    except BaseException:
+        process.close()  # a failed start must not leave a master and its workers behind
+        raise
 
 
 def workers_of(process: ServerProcess) -> list[int]:
