@@ -30,3 +30,11 @@ def udp_exchange(address: Any, payload: bytes) -> bytes:
         sock.sendto(payload, address)
         reply, _ = sock.recvfrom(65536)
         return reply
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A loopback port nobody uses now, for tools that cannot be given port 0."""
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

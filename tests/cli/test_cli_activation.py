@@ -15,7 +15,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from conversations import converse, udp_exchange
+from conversations import converse, free_port, udp_exchange
 
 from conftest import DEADLINE
 
@@ -23,14 +23,6 @@ pytestmark = pytest.mark.timeout(30)
 
 ACTIVATE = shutil.which("systemd-socket-activate")
 needs_activate = pytest.mark.skipif(ACTIVATE is None, reason="needs systemd-socket-activate")
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port nobody uses now (systemd-socket-activate cannot be given port 0)."""
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @needs_activate

@@ -14,7 +14,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from conversations import DEADLINE
+from conversations import DEADLINE, free_port
 
 from portico.testing import ServerProcess
 
@@ -42,13 +42,6 @@ frontend front
 backend portico
     server portico 127.0.0.1:{back} {send} check inter 200ms
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def start_haproxy(tmp_path: Path, back: int, send: str) -> tuple[ServerProcess, int]:

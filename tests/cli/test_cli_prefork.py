@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from clients import ClientLoop
-from conversations import DEADLINE, converse, converse_on, udp_exchange
+from conversations import DEADLINE, converse, converse_on, free_port, udp_exchange
 
 from portico.engines import available_engines
 
@@ -308,9 +308,7 @@ def test_udp_and_unix_sockets_are_served_by_workers(portico_serve, short_tmp):
 
 
 def test_reuse_port_workers_bind_their_own_sockets(portico_serve):
-    with socket.socket() as probe:  # a free port: --reuse-port needs a fixed one
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # --reuse-port needs a fixed one
     server = start_master(portico_serve, "upper", "--reuse-port", "--bind", f"127.0.0.1:{port}")
     for n in range(10):
         assert converse(("127.0.0.1", port), [b"r %d\n" % n]) == [b"R %d\n" % n]
@@ -356,13 +354,6 @@ ACTIVATE = shutil.which("systemd-socket-activate")
 needs_activate = pytest.mark.skipif(ACTIVATE is None, reason="needs systemd-socket-activate")
 # systemd-socket-activate passes the service only the variables it is told to.
 SETENV = [f"--setenv=PYTHONPATH={HERE}", f"--setenv=PYTHONWARNINGS={STRICT['PYTHONWARNINGS']}"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @needs_activate
