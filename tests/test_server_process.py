@@ -10,13 +10,17 @@ import pytest
 
 from portico.testing import ServerProcess
 
+# SIGTERM stays blocked and is taken with sigwait(): a handler plus pause()
+# would hang when the signal lands just before pause() starts waiting.
 SCRIPT = r"""
-import signal, sys, time
-signal.signal(signal.SIGTERM, lambda *a: (print("bye", file=sys.stderr, flush=True), sys.exit(3)))
+import signal, sys
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 print("ready", file=sys.stderr, flush=True)
 for line in sys.stdin:
     print("got " + line.strip(), file=sys.stderr, flush=True)
-signal.pause()
+signal.sigwait({signal.SIGTERM})
+print("bye", file=sys.stderr, flush=True)
+sys.exit(3)
 """
 
 
