@@ -33,6 +33,8 @@ HANDLERS = {"stream": UpperLines, "datagram": UpperDatagrams}
 class AsyncUpperLines(AsyncStreamRequestHandler):
     """UpperLines for the async engine."""
 
+    max_line_length = None  # as the stdlib-style UpperLines: the 1 MiB line test
+
     async def handle(self) -> None:
         async for line in self.reader:
             if line == BOOM:

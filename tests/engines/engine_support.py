@@ -39,6 +39,8 @@ from portico.testing import serving
 DEADLINE = 10.0
 SERVER_SCRIPT = Path(__file__).with_name("engine_server.py")
 SUBPROCESS_ENGINES = frozenset({"fork"})
+# Threads started once per process and kept: the time limits' watchdog (portico.net.guard).
+PROCESS_WIDE_THREADS = frozenset({"portico-connection-limits"})
 
 
 def open_fds() -> set[str]:
@@ -155,7 +157,11 @@ class InProcess(Served):
                 self._stopper.join(DEADLINE)
         left = set(threading.enumerate()) - self.threads_before
         return Report(
-            leaked_threads=sorted(thread.name for thread in left if thread.is_alive()),
+            leaked_threads=sorted(
+                thread.name
+                for thread in left
+                if thread.is_alive() and thread.name not in PROCESS_WIDE_THREADS
+            ),
             leaked_fds=sorted(open_fds() - self.fds_before),
             children=sorted(child_pids() - self.children_before),
             errors=self.records.errors,

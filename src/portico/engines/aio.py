@@ -39,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from portico.engines.aio_admission import AsyncAdmission
 from portico.engines.aio_handlers import (
     AsyncBaseRequestHandler,
     AsyncDatagramRequestHandler,
@@ -48,11 +49,13 @@ from portico.engines.aio_streams import DEFAULT_LIMIT, AsyncStream, DatagramRepl
 from portico.engines.base import EngineStatistics, created_once
 from portico.errors import ConfigurationError
 from portico.net.addresses import mapped_ipv6_address, plain_peer_address
+from portico.net.guard import ConnectionClock, ConnectionLimits
 from portico.net.proxy_protocol import ProxyProtocolError, parse
 from portico.net.wakeup import Wakeup, signals_wake
 from portico.server import oversize, proxy
 from portico.server.base import BaseServer
 from portico.server.inet import TCPServer, UDPServer
+from portico.server.protections import Protected
 
 __all__ = [
     "AsyncBaseRequestHandler",
@@ -147,6 +150,13 @@ class AsyncEngine:
         self._ticker: asyncio.TimerHandle | None = None
         self._closed = False
         self._failure: BaseException | None = None
+        self._relisten: asyncio.Task[None] | None = None
+        # The connections' time limits (portico.net.guard), and what enforces them.
+        self._limits: ConnectionLimits | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self.admission = AsyncAdmission(
+            server, self.loop, self._begin, self._unlisten, self._listen_again
+        )
         # Hooks left as they are need not be called: the fast path does their work.
         self._verify = cls.verify_request is not BaseServer.verify_request
         self._process = cls.process_request is not AsyncMixIn.process_request
@@ -173,6 +183,7 @@ class AsyncEngine:
         self._runner = threading.get_ident()
         try:
             loop.run_until_complete(self._listen())
+            self._watch_time_limits()
             server._portico_serving.set()
             if poll_interval is not None:
                 self._ticker = loop.call_later(poll_interval, self._tick, poll_interval)
@@ -190,6 +201,9 @@ class AsyncEngine:
             if self._ticker is not None:
                 self._ticker.cancel()
                 self._ticker = None
+            if self._sweeper is not None:
+                self._sweeper.cancel()
+                self._sweeper = None
             loop.remove_reader(wakeup.fileno())
             self._unlisten()
 
@@ -256,7 +270,34 @@ class AsyncEngine:
                 raise
             self._listening.append(listening)
 
+    def _watch_time_limits(self) -> None:
+        """Look at every connection's clock a few times a second, while serving."""
+        if not self.datagram_server:
+            self._limits = self.server._portico_connection_limits()
+        if self._limits is not None:
+            self._sweeper = self.loop.call_later(self._limits.tick, self._sweep)
+
+    def _sweep(self) -> None:
+        """Fire the time limits that have passed (the blocking engines' watchdog, on the loop)."""
+        now = time.monotonic()
+        for stream in list(self.streams):
+            clock = stream._clock
+            if clock is not None and clock.fired is None:
+                overdue = clock.overdue(now)
+                if overdue is not None:
+                    stream.fire(overdue)
+        assert self._limits is not None
+        self._sweeper = self.loop.call_later(self._limits.tick, self._sweep)
+
+    def _listen_again(self) -> None:
+        """After an admission pause: accept again (unless serving is stopping)."""
+        if self._accepting and not self._stop_requested():
+            self._relisten = self.loop.create_task(self._listen())
+
     def _unlisten(self) -> None:
+        relisten, self._relisten = self._relisten, None
+        if relisten is not None:
+            relisten.cancel()  # an admission pause ended just as serving stops
         listening, self._listening = self._listening, []
         for item in listening:
             if isinstance(item, int):
@@ -283,7 +324,13 @@ class AsyncEngine:
         address = stream.client_address = plain_peer_address(
             stream.transport.get_extra_info("peername")
         )
-        if self.server.proxy_protocol is not None and not self.datagram_server:
+        if self._limits is not None:
+            stream._clock = ConnectionClock(self._limits)
+        self.admission.admit(stream, address)
+
+    def _begin(self, stream: AsyncStream, address: Any) -> None:
+        """An admitted connection: read its PROXY header if one comes first, then serve it."""
+        if self.server.proxy_protocol is not None:
             self._read_proxy_header(stream, address)
             return
         self._serve_stream(stream, address)
@@ -353,6 +400,7 @@ class AsyncEngine:
 
     def stream_lost(self, stream: AsyncStream) -> None:
         self.streams.discard(stream)
+        self.server._portico_release(stream)  # however it ended: its admission slot is free
         if not self.streams:
             self._recheck_drain()
 
@@ -430,6 +478,9 @@ class AsyncEngine:
 
         def protocol() -> AsyncStream:
             return AsyncStream(loop, self, self.limit, client_address)
+
+        # Not counted against the admission limits: handle_request() serves one at a time.
+        self.server._portico_release(request)
 
         if self._runner == threading.get_ident():
             self._keep(loop.create_task(loop.connect_accepted_socket(protocol, sock=request)))
@@ -581,6 +632,7 @@ class AsyncEngine:
         self._runner = threading.get_ident()
         try:
             self._unlisten()
+            self.admission.close()
             if not wait:
                 self._cancelling = True
             if self.tasks:
@@ -646,7 +698,7 @@ def _check_async_handler(handler: Any) -> None:
     )
 
 
-class AsyncMixIn(_ServerBase):
+class AsyncMixIn(Protected, _ServerBase):
     """Mix-in class to run ``async def handle()`` handlers on an asyncio event loop.
 
     The handler class must derive from
@@ -701,6 +753,7 @@ class AsyncMixIn(_ServerBase):
                 engine.close(wait=self.block_on_close)
 
     def _portico_serve(self, poll_interval: float | None) -> None:
+        self._portico_start_admission()
         engine = self.async_engine
         wakeup = Wakeup()
         self._portico_wakeup = wakeup
@@ -731,6 +784,13 @@ class AsyncMixIn(_ServerBase):
         engine = self._portico_async_engine
         if engine is not None:
             engine.close(wait=self.block_on_close)
+
+    def _portico_slot_freed(self) -> None:
+        engine = self.async_engine
+        if engine._runner == threading.get_ident():
+            engine.admission.slot_freed()
+        elif not engine.loop.is_closed():
+            engine.loop.call_soon_threadsafe(engine.admission.slot_freed)
 
     def _portico_wait_in_flight(self, deadline: float | None) -> bool:
         engine = self._portico_async_engine

@@ -13,6 +13,7 @@ from typing import Any
 
 from portico.engines.aio_streams import AsyncStream, DatagramReply
 from portico.errors import ConfigurationError
+from portico.server.protections import MAX_LINE_LENGTH
 
 __all__ = ["AsyncBaseRequestHandler", "AsyncDatagramRequestHandler", "AsyncStreamRequestHandler"]
 
@@ -87,10 +88,14 @@ class AsyncStreamRequestHandler(AsyncBaseRequestHandler):
     request: AsyncStream
     reader: AsyncStream
     writer: AsyncStream
+    # The longest line readline() returns, newline included; longer raises
+    # LineTooLongError.  On by default, as in every server class portico adds.
+    max_line_length: int | None = MAX_LINE_LENGTH
 
     def __init__(self, request: Any, client_address: Any, server: Any) -> None:
         super().__init__(request, client_address, server)
         self.reader = self.writer = request
+        request.max_line = self.max_line_length
 
     @property
     def rfile(self) -> AsyncStream:

@@ -26,6 +26,9 @@ from asyncio import CancelledError, IncompleteReadError, LimitOverrunError
 from collections.abc import AsyncIterator, Callable, Generator
 from typing import Any
 
+from portico.errors import ConnectionTimeoutError, LineTooLongError
+from portico.net.guard import RECEIVING, SENDING, ConnectionClock
+
 # What asyncio.current_task() reads; typed for Tasks, they take any task-like object.
 _enter_task: Callable[[Any, Any], None] = asyncio.tasks._enter_task
 _leave_task: Callable[[Any, Any], None] = asyncio.tasks._leave_task
@@ -209,24 +212,39 @@ class HandlerTask:
 
 
 @types.coroutine
-def _wait(stream: AsyncStream) -> Generator[Any, None, None]:
-    """Suspend until the connection has news: data, end of file, drained, lost."""
+def _wait(stream: AsyncStream, kind: int = RECEIVING) -> Generator[Any, None, None]:
+    """Suspend until the connection has news: data, end of file, drained, lost.
+
+    ``kind`` (RECEIVING, SENDING, or 0) is what the connection's time limits
+    count the wait as; when one fires, the wait raises its ConnectionTimeoutError.
+    """
     if stream._waiting or stream._waiter is not None:
         raise RuntimeError("another coroutine is already waiting on this connection")
+    clock = stream._clock
+    if clock is not None:
+        if clock.fired is not None:
+            raise clock.fired
+        clock.begin(kind)
     task = stream._task
-    if task is not None and task._running:
-        # Driven by the connection's own task: data_received() resumes it directly.
-        stream._waiting = True
-        try:
-            yield _WAITING
-        finally:
-            stream._waiting = False
-    else:  # another task reads (or drains): a Future it can wait on
-        waiter = stream._waiter = stream._loop.create_future()
-        try:
-            yield from waiter
-        finally:
-            stream._waiter = None
+    try:
+        if task is not None and task._running:
+            # Driven by the connection's own task: data_received() resumes it directly.
+            stream._waiting = True
+            try:
+                yield _WAITING
+            finally:
+                stream._waiting = False
+        else:  # another task reads (or drains): a Future it can wait on
+            waiter = stream._waiter = stream._loop.create_future()
+            try:
+                yield from waiter
+            finally:
+                stream._waiter = None
+    finally:
+        if clock is not None:
+            clock.end()
+    if clock is not None and clock.fired is not None:
+        raise clock.fired
 
 
 class AsyncStream(asyncio.Protocol):
@@ -250,6 +268,7 @@ class AsyncStream(asyncio.Protocol):
     __slots__ = (
         "_before_handler",
         "_buffer",
+        "_clock",
         "_eof",
         "_limit",
         "_loop",
@@ -265,6 +284,7 @@ class AsyncStream(asyncio.Protocol):
         "bytes_in",
         "bytes_out",
         "client_address",
+        "max_line",
         "proxy_header",
         "transport",
     )
@@ -300,6 +320,10 @@ class AsyncStream(asyncio.Protocol):
         # called with the stream on each arrival instead of waking a handler.
         self._before_handler: Callable[[AsyncStream], None] | None = None
         self.proxy_header: Any = None  # the PROXY header, when the server expects one
+        # The time limits' clock (see portico.net.guard), when the server sets limits.
+        self._clock: ConnectionClock | None = None
+        # readline() raises LineTooLongError past this many bytes (the handler's setting).
+        self.max_line: int | None = None
 
     # -- the protocol ------------------------------------------------------
 
@@ -309,6 +333,11 @@ class AsyncStream(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.bytes_in += len(data)
+        clock = self._clock
+        if clock is not None:
+            too_slow = clock.received(len(data))
+            if too_slow is not None:
+                self.fire(too_slow)
         buffer = self._buffer
         if self._start:
             buffer = buffer[self._start :]
@@ -346,6 +375,12 @@ class AsyncStream(asyncio.Protocol):
     def eof_seen(self) -> bool:
         """The peer finished sending (whatever is left unread)."""
         return self._eof
+
+    def fire(self, error: ConnectionTimeoutError) -> None:
+        """A time limit passed: end the connection; the handler's wait raises ``error``."""
+        clock = self._clock
+        if clock is not None and clock.fire(error) and self.transport is not None:
+            self.transport.abort()  # connection_lost() wakes the handler
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = self._lost = True
@@ -417,7 +452,8 @@ class AsyncStream(asyncio.Protocol):
         """
         buffer, start = self._buffer, self._start
         end = buffer.find(b"\n", start) + 1
-        if not end or 0 <= size < end - start:
+        maximum = self.max_line
+        if not end or 0 <= size < end - start or (maximum is not None and end - start > maximum):
             return await self._readline_slowly(size)
         if end == len(buffer):
             self._buffer, self._start = b"", 0
@@ -437,6 +473,8 @@ class AsyncStream(asyncio.Protocol):
             if 0 <= size <= len(buffer) or self._eof:
                 end = len(buffer) if size < 0 else min(size, len(buffer))
                 break
+            if self.max_line is not None and len(buffer) >= self.max_line:
+                raise LineTooLongError(self.max_line)
             start = len(buffer)
             if self._paused and not self._write_paused:
                 self._resume_reading()  # the line is longer than the limit: let it come
@@ -445,6 +483,9 @@ class AsyncStream(asyncio.Protocol):
             end = buffer.find(b"\n", start) + 1
         if 0 <= size < end:
             end = size
+        maximum = self.max_line
+        if maximum is not None and end > maximum and not 0 <= size <= maximum:
+            raise LineTooLongError(maximum)
         if end == len(buffer):
             self._buffer = b""
             if self._paused:
@@ -534,6 +575,8 @@ class AsyncStream(asyncio.Protocol):
         if self._lost:
             raise ConnectionResetError("connection lost")
         self.bytes_out += len(data)
+        if self._clock is not None:
+            self._clock.replied()
         self.transport.write(data)
 
     def writelines(self, lines: Any) -> None:
@@ -545,7 +588,7 @@ class AsyncStream(asyncio.Protocol):
         while self._write_paused:
             if self._lost:
                 break
-            await _wait(self)
+            await _wait(self, SENDING)
         if self._lost:
             raise ConnectionResetError("connection lost")
 
@@ -565,7 +608,7 @@ class AsyncStream(asyncio.Protocol):
 
     async def wait_closed(self) -> None:
         while not self._lost:
-            await _wait(self)
+            await _wait(self, 0)
 
     # -- the socket calls of the server's hooks ----------------------------
 

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from portico.engines.base import EngineStatistics, created_once, run_request
 from portico.errors import ConfigurationError
 from portico.server.inet import TCPServer, UDPServer
+from portico.server.protections import Protected
 
 __all__ = [
     "PoolMixIn",
@@ -260,7 +261,7 @@ else:
     _ServerBase = object
 
 
-class PoolMixIn(_ServerBase):
+class PoolMixIn(Protected, _ServerBase):
     """Mix-in class to handle each request on a bounded pool of reused threads.
 
     ``max_workers`` bounds the pool (None: :func:`default_max_workers`); while

@@ -45,10 +45,10 @@ from portico.net.streams import makefile
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
 
-__all__ = ["TICK", "ConnectionLimits", "GuardedSocket"]
+__all__ = ["RECEIVING", "SENDING", "TICK", "ConnectionClock", "ConnectionLimits", "GuardedSocket"]
 
 TICK = 0.25  # seconds between the watchdog's looks, at most
-_RECEIVING, _SENDING = 1, 2
+RECEIVING, SENDING = 1, 2  # what a connection waits for
 
 
 @dataclass(frozen=True)
@@ -80,81 +80,75 @@ class ConnectionLimits:
         return max(0.01, min(TICK, shortest / 4))
 
 
-class GuardedSocket:
-    """A connected socket whose waits are bounded by :class:`ConnectionLimits`."""
+class ConnectionClock:
+    """What the time limits of one connection look at: when it started, waits, bytes.
 
-    def __init__(self, raw: Any, limits: ConnectionLimits) -> None:
-        self.raw = raw
+    The connection's owner notes each wait (:meth:`begin`, :meth:`end`),
+    bytes received (:meth:`received`) and replies (:meth:`replied`); a
+    watchdog asks :meth:`overdue` now and then, and :meth:`fire` records
+    the limit that passed.  Shared by :class:`GuardedSocket` (blocking
+    engines) and the async engine's connections.
+    """
+
+    __slots__ = (
+        "_received_any",
+        "_wait_started",
+        "_waiting",
+        "_window_bytes",
+        "_window_start",
+        "fired",
+        "limits",
+        "started",
+    )
+
+    def __init__(self, limits: ConnectionLimits) -> None:
         self.limits = limits
         self.started = time.monotonic()
         self._received_any = False
         self._window_start: float | None = None
         self._window_bytes = 0
-        self._waiting = 0  # _RECEIVING or _SENDING while a call waits; 0 otherwise
+        self._waiting = 0  # RECEIVING or SENDING while a call waits; 0 otherwise
         self._wait_started = 0.0
-        self._fired: ConnectionTimeoutError | None = None
-        self._io_refs = 0
-        _watchdog().watch(self)
+        self.fired: ConnectionTimeoutError | None = None
 
-    # -- receiving -------------------------------------------------------------
+    def begin(self, kind: int) -> None:
+        """A wait for the client starts: RECEIVING its bytes, or SENDING to it."""
+        self._wait_started = time.monotonic()
+        self._waiting = kind
 
-    def recv_into(self, buffer: WriteableBuffer, nbytes: int = 0, flags: int = 0, /) -> int:
-        received: int = self._wait(_RECEIVING, self.raw.recv_into, buffer, nbytes, flags)
-        self._account(received)
-        return received
+    def end(self) -> None:
+        self._waiting = 0
 
-    def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
-        data: bytes = self._wait(_RECEIVING, self.raw.recv, bufsize, flags)
-        self._account(len(data))
-        return data
-
-    def _account(self, received: int) -> None:
-        if not received:
-            return
+    def received(self, count: int) -> ConnectionTimeoutError | None:
+        """``count`` bytes arrived; the rate limit's error if a window ended too slow."""
+        if not count:
+            return None
         self._received_any = True
         limits = self.limits
         if limits.min_rate is None:
-            return
+            return None
         now = time.monotonic()
         if self._window_start is None:
             self._window_start, self._window_bytes = now, 0
-        self._window_bytes += received
+        self._window_bytes += count
         if now - self._window_start >= limits.rate_window:
             if self._window_bytes < limits.min_rate * limits.rate_window:
-                raise self._fire(_too_slow(limits))
+                return _too_slow(limits)
             self._window_start, self._window_bytes = now, 0
+        return None
 
-    # -- sending ----------------------------------------------------------------
-
-    def send(self, data: ReadableBuffer, flags: int = 0, /) -> int:
-        sent: int = self._wait(_SENDING, self.raw.send, data, flags)
-        self._window_start = None  # a reply: the next request's bytes start a new window
-        return sent
-
-    def sendall(self, data: ReadableBuffer, flags: int = 0, /) -> None:
-        self._wait(_SENDING, self.raw.sendall, data, flags)
+    def replied(self) -> None:
+        """The server sent a reply: the next request's bytes start a new rate window."""
         self._window_start = None
 
-    # -- waiting ------------------------------------------------------------------
+    def fire(self, error: ConnectionTimeoutError) -> bool:
+        """Record ``error`` as the limit that fired; False if one fired already."""
+        if self.fired is not None:
+            return False
+        self.fired = error
+        return True
 
-    def _wait(self, kind: int, call: Any, *args: Any) -> Any:
-        if self._fired is not None:
-            raise self._fired
-        self._wait_started = time.monotonic()
-        self._waiting = kind
-        try:
-            result = call(*args)
-        except OSError:
-            if self._fired is not None:  # the watchdog shut the socket down
-                raise self._fired from None
-            raise
-        finally:
-            self._waiting = 0
-        if self._fired is not None:  # end of file: what the shutdown looks like to recv
-            raise self._fired
-        return result
-
-    def _overdue(self, now: float) -> ConnectionTimeoutError | None:
+    def overdue(self, now: float) -> ConnectionTimeoutError | None:
         """The limit that has passed at ``now``, if any (the watchdog asks)."""
         limits = self.limits
         if limits.deadline is not None and now - self.started >= limits.deadline:
@@ -162,11 +156,11 @@ class GuardedSocket:
                 "connection_timeout", f"open longer than {limits.deadline:g} s"
             )
         waited = now - self._wait_started
-        if self._waiting == _SENDING and limits.send is not None and waited >= limits.send:
+        if self._waiting == SENDING and limits.send is not None and waited >= limits.send:
             return ConnectionTimeoutError(
                 "send_timeout", f"did not take its replies for {limits.send:g} s"
             )
-        if self._waiting == _RECEIVING:
+        if self._waiting == RECEIVING:
             return self._receive_overdue(now, waited)
         return None
 
@@ -190,15 +184,73 @@ class GuardedSocket:
             return False
         return self._window_bytes < limits.min_rate * limits.rate_window
 
+
+class GuardedSocket:
+    """A connected socket whose waits are bounded by :class:`ConnectionLimits`."""
+
+    def __init__(self, raw: Any, limits: ConnectionLimits) -> None:
+        self.raw = raw
+        self.limits = limits
+        self.clock = ConnectionClock(limits)
+        self._io_refs = 0
+        _watchdog().watch(self)
+
+    # -- receiving -------------------------------------------------------------
+
+    def recv_into(self, buffer: WriteableBuffer, nbytes: int = 0, flags: int = 0, /) -> int:
+        received: int = self._wait(RECEIVING, self.raw.recv_into, buffer, nbytes, flags)
+        self._account(received)
+        return received
+
+    def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
+        data: bytes = self._wait(RECEIVING, self.raw.recv, bufsize, flags)
+        self._account(len(data))
+        return data
+
+    def _account(self, received: int) -> None:
+        too_slow = self.clock.received(received)
+        if too_slow is not None:
+            raise self._fire(too_slow)
+
+    # -- sending ----------------------------------------------------------------
+
+    def send(self, data: ReadableBuffer, flags: int = 0, /) -> int:
+        sent: int = self._wait(SENDING, self.raw.send, data, flags)
+        self.clock.replied()
+        return sent
+
+    def sendall(self, data: ReadableBuffer, flags: int = 0, /) -> None:
+        self._wait(SENDING, self.raw.sendall, data, flags)
+        self.clock.replied()
+
+    # -- waiting ------------------------------------------------------------------
+
+    def _wait(self, kind: int, call: Any, *args: Any) -> Any:
+        clock = self.clock
+        if clock.fired is not None:
+            raise clock.fired
+        clock.begin(kind)
+        try:
+            result = call(*args)
+        except OSError:
+            if clock.fired is not None:  # the watchdog shut the socket down
+                raise clock.fired from None
+            raise
+        finally:
+            clock.end()
+        if clock.fired is not None:  # end of file: what the shutdown looks like to recv
+            raise clock.fired
+        return result
+
     def _fire(self, error: ConnectionTimeoutError) -> ConnectionTimeoutError:
         """Record the limit that fired and end the connection's waits (any thread)."""
-        if self._fired is None:
-            self._fired = error
+        if self.clock.fire(error):
             try:
                 self.raw.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass  # closed already: nothing waits on it
-        return self._fired
+        assert self.clock.fired is not None
+        return self.clock.fired
 
     # -- the rest of a socket ----------------------------------------------------
 
@@ -242,8 +294,8 @@ class _Watchdog:
             with self._lock:
                 guards = list(self._guards)
             for guard in guards:
-                if guard._fired is None:
-                    overdue = guard._overdue(now)
+                if guard.clock.fired is None:
+                    overdue = guard.clock.overdue(now)
                     if overdue is not None:
                         guard._fire(overdue)
 

@@ -14,6 +14,9 @@ The hooks, their order and their meaning are those of the standard library's
 * an accept gate lets a bounded engine push back: after each request it hands
   over, the serving loop asks ``_portico_can_accept()`` (always True here);
   on False it stops accepting until the engine wakes it (see ``_AcceptLoop``).
+* admission limits (:mod:`portico.server.admission`: connections open at
+  once, per client, accepted per second) are counted here, for the server
+  classes that set them; ``handle_overload()`` turns a connection away.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from portico.errors import ConnectionLimitError, ListenerError
 from portico.net.accept import AcceptAction, AcceptBackoff, classify_accept_error
 from portico.net.addresses import format_address
 from portico.net.wakeup import Wakeup, signals_wake
+from portico.server.admission import Admission, AdmissionLimits
+from portico.server.throttle import Throttle
 
 __all__ = ["BaseServer", "ServerState"]
 
@@ -122,6 +127,9 @@ class BaseServer:
     # Requests taken per readiness of a listener.  More than one only where an
     # engine made its listeners non-blocking, so that an empty queue ends the batch.
     _portico_accept_batch = 1
+    # Counts the open connections against the admission limits, once serving
+    # started with one set (see portico.server.admission).
+    _portico_admission: Admission | None = None
 
     def __init__(self, server_address: Any, RequestHandlerClass: Callable[..., Any]) -> None:
         """Constructor.  May be extended, do not override."""
@@ -172,6 +180,7 @@ class BaseServer:
             self.__is_shut_down.set()
 
     def _portico_serve(self, poll_interval: float | None) -> None:
+        self._portico_start_admission()
         wakeup = Wakeup()
         self._portico_wakeup = wakeup
         try:
@@ -323,6 +332,7 @@ class BaseServer:
         elif self.timeout is not None:
             timeout = min(timeout, self.timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
+        self._portico_start_admission()
         # A capacity error paused accepting: wait the pause out (within the timeout)
         # rather than fail again at once, so a handle_request() loop does not spin.
         pause = self._portico_accept.remaining()
@@ -375,6 +385,12 @@ class BaseServer:
         if not self.verify_request(request, client_address):
             self.shutdown_request(request)
             return True
+        admission = self._portico_admission
+        if admission is not None:
+            refused = admission.admit(request, client_address)
+            if refused is not None:
+                self._portico_turn_away(request, client_address, refused)
+                return True
         room = self._portico_waiting_room
         timeout = (
             None if room is None else self._portico_first_byte_timeout(request, client_address)
@@ -395,6 +411,76 @@ class BaseServer:
         except BaseException:
             self.shutdown_request(request)
             raise
+
+    # -- admission -----------------------------------------------------------
+
+    def _portico_admission_limits(self) -> AdmissionLimits | None:
+        """The admission limits to count against, or None (here: none; a stream server has them)."""
+        return None
+
+    def _portico_start_admission(self) -> None:
+        """Count against the limits set now; keep counting where they did not change."""
+        limits = self._portico_admission_limits()
+        current = self._portico_admission
+        if limits is None or not limits.active:
+            self._portico_admission = None
+        elif current is None or current.limits != limits:
+            self._portico_admission = Admission(limits)
+
+    def _portico_admission_full(self) -> bool:
+        """Whether a limit asks the serving loop to stop accepting for now."""
+        admission = self._portico_admission
+        return admission is not None and admission.limits.pauses and admission.full
+
+    def _portico_accept_delay(self) -> float:
+        """Seconds to stop accepting for, to keep to the accept rate (0.0: none)."""
+        admission = self._portico_admission
+        if admission is None or not admission.limits.pauses:
+            return 0.0
+        return admission.accept_delay()
+
+    def _portico_release(self, request: Any) -> None:
+        """``request`` ended: free its slot, and wake a loop that stopped accepting."""
+        admission = self._portico_admission
+        if admission is not None and admission.release(request):
+            self._portico_slot_freed()
+
+    def _portico_slot_freed(self) -> None:
+        """A full server has a free slot again: the serving loop resumes accepting."""
+        wakeup = self._portico_wakeup
+        if wakeup is not None:
+            wakeup.set()
+
+    def _portico_turn_away(self, request: Any, client_address: Any, limit: str) -> None:
+        try:
+            self.handle_overload(request, client_address, limit)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+
+    def handle_overload(self, request: Any, client_address: Any, limit: str) -> None:
+        """Called for a connection turned away by an admission limit; may be overridden.
+
+        ``limit`` names it: ``max_connections``, ``max_connections_per_client``
+        or ``max_accept_rate``.  The connection is closed afterwards.  This
+        runs in the serving loop, so it must not block: a short reply fits
+        the new socket's send buffer.  By default it logs (the first time at
+        once, then at most one line every 10 s, with the count) and sends
+        ``busy_reply`` if that is set, without waiting.
+        """
+        admission = self._portico_admission
+        throttle = self.__dict__.setdefault("_portico_overload_log", Throttle())
+        if throttle.ready():
+            server_log.warning(
+                "connection from %s turned away: %s reached; %d turned away so far",
+                format_address(client_address),
+                limit,
+                sum(admission.rejected.values()) if admission is not None else 1,
+            )
+        reply = getattr(self, "busy_reply", None)
+        if reply:
+            _send_without_waiting(request, reply)
 
     def _portico_first_byte_timeout(self, request: Any, client_address: Any) -> float | None:
         """Seconds the serving loop may hold ``request`` until its client sends something.
@@ -580,14 +666,23 @@ class _AcceptLoop:
             wait = max(0.0, first - now) if wait is None else max(0.0, min(wait, first - now))
         return wait
 
+    def _open(self) -> bool:
+        """The gate: the engine can take a request, and no admission limit is reached."""
+        server = self.server
+        return server._portico_can_accept() and not server._portico_admission_full()
+
     def _take(self, server: BaseServer) -> None:
         """Take one request, or up to a batch from a listener an engine made non-blocking."""
         server._handle_request_noblock()
         for _ in range(server._portico_accept_batch - 1):
-            if server._portico_accept.paused or not server._portico_can_accept():
+            if server._portico_accept.paused or not self._open():
                 return
-            if not server._portico_take_request():
+            if server._portico_accept_delay() or not server._portico_take_request():
                 return
+
+    def _pause(self, delay: float) -> None:
+        self.resume_at = time.monotonic() + delay
+        self._unwatch()
 
     def dispatch(self, ready: list[tuple[selectors.SelectorKey, int]], wakeup: Wakeup) -> None:
         server = self.server
@@ -595,7 +690,7 @@ class _AcceptLoop:
             if key.fileobj is wakeup:
                 # Drain first, then ask: a wake-up sent after the question stays pending.
                 wakeup.drain()
-                if self.gated and server._portico_can_accept():
+                if self.gated and self._open():
                     self.gated = False
                     self._watch()
                 continue
@@ -604,13 +699,16 @@ class _AcceptLoop:
             else:
                 server._portico_ready = key.data
                 self._take(server)
-            if server._portico_accept.paused and self.resume_at is None:
-                self.resume_at = time.monotonic() + server._portico_accept.delay
-                self._unwatch()
+            if server._portico_accept.paused:
+                self._pause(server._portico_accept.delay)
                 return
-            if not server._portico_can_accept():
+            if not self._open():
                 self.gated = True
                 self._unwatch()
+                return
+            delay = server._portico_accept_delay()
+            if delay:
+                self._pause(delay)
                 return
 
 
@@ -686,3 +784,14 @@ class _WaitingRoom:
 
 def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _send_without_waiting(request: Any, data: bytes) -> None:
+    """Send what fits now and no more: a socket with MSG_DONTWAIT, a transport as it buffers."""
+    try:
+        if isinstance(request, socket.socket):
+            request.send(data, socket.MSG_DONTWAIT)
+        else:
+            request.write(data)  # an async engine's connection never blocks on write()
+    except OSError:
+        pass  # gone already, or its buffer is full: it is being turned away anyway

@@ -14,7 +14,7 @@ import logging
 import socket
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from portico.errors import ConfigurationError
 from portico.net.addresses import (
@@ -37,6 +37,7 @@ from portico.net.listeners import (
 )
 from portico.net.quiesce import accept_queue_length, stop_new_connections
 from portico.server import oversize
+from portico.server.admission import AdmissionLimits
 from portico.server.base import BaseServer, Source
 from portico.server.proxy import (
     LOOPBACK,
@@ -140,6 +141,13 @@ class TCPServer(BaseServer):
     min_receive_rate: float | None = None  # bytes per second, over the window below
     min_receive_rate_window: float = 20.0
     send_timeout: float | None = None
+    # portico: admission limits (see portico.server.admission); None: off, as in the stdlib.
+    max_connections: int | Literal["auto"] | None = None
+    max_connections_per_client: int | None = None
+    client_prefix: tuple[int, int] = (32, 128)  # IPv4, IPv6 prefix lengths of "one client"
+    max_accept_rate: float | None = None  # new connections per second
+    overload_policy: str = "pause"  # or "reject": handle_overload() turns them away
+    busy_reply: bytes | None = None  # what handle_overload() sends a connection turned away
     # Hold connections whose client speaks first in the serving loop until it does
     # (engines whose requests wait cooperatively need not).
     _portico_holds_for_first_byte = True
@@ -413,8 +421,17 @@ class TCPServer(BaseServer):
         self.close_request(request)
 
     def close_request(self, request: Any) -> None:
-        """Called to clean up an individual request."""
+        """Called to clean up an individual request.
+
+        portico: the request's admission slot is freed here.
+        """
+        self._portico_release(request)
         request.close()
+
+    def _portico_admission_limits(self) -> AdmissionLimits | None:
+        if self.socket_type != socket.SOCK_STREAM:
+            return None  # datagrams have no connections to count
+        return AdmissionLimits.of(self)
 
     # -- portico additions -------------------------------------------------
 

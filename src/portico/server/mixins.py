@@ -143,6 +143,17 @@ if hasattr(os, "fork"):
                     self.active_children.discard(pid)
                 except OSError:
                     pass
+            self._portico_free_children_slots()
+
+        def _portico_free_children_slots(self) -> None:
+            """A child's admission slot is free once the child is reaped (portico)."""
+            slots = vars(self).get("_portico_child_slots")
+            admission = getattr(self, "_portico_admission", None)
+            if not slots or admission is None:
+                return
+            for pid in [pid for pid in slots if pid not in (self.active_children or ())]:
+                if admission.free(slots.pop(pid)):
+                    self._portico_slot_freed()  # type: ignore[attr-defined]
 
         def handle_timeout(self) -> None:
             """Wait for zombies after self.timeout seconds of inactivity.
@@ -166,6 +177,7 @@ if hasattr(os, "fork"):
                 if self.active_children is None:
                     self.active_children = set()
                 self.active_children.add(pid)
+                self._portico_hand_slot_to(pid, request)
                 self.close_request(request)  # type: ignore[attr-defined]
                 return
             # Child process.  Whatever happens, the child must leave through
@@ -181,6 +193,13 @@ if hasattr(os, "fork"):
                     self.shutdown_request(request)  # type: ignore[attr-defined]
                 finally:
                     os._exit(status)
+
+        def _portico_hand_slot_to(self, pid: int, request: Any) -> None:
+            """The child serves ``request`` now: it holds its admission slot until reaped."""
+            admission = getattr(self, "_portico_admission", None)
+            slot = None if admission is None else admission.detach(request)
+            if slot is not None:
+                vars(self).setdefault("_portico_child_slots", {})[pid] = slot
 
         def server_close(self) -> None:
             super().server_close()  # type: ignore[misc]

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from portico.engines.base import created_once, run_request
 from portico.engines.event.engine import EventEngine, EventStatistics
 from portico.server.inet import TCPServer, UDPServer
+from portico.server.protections import Protected
 
 __all__ = ["EventMixIn", "EventTCPServer", "EventUDPServer"]
 
@@ -20,7 +21,7 @@ else:
     _ServerBase = object
 
 
-class EventMixIn(_ServerBase):
+class EventMixIn(Protected, _ServerBase):
     """Mix-in class to run each request as a task on an event loop in the serving thread.
 
     Handlers are ordinary blocking-style handlers: their socket calls
