@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 
 import portico
-from portico.engines import available_engines, server_class
+from portico.engines import AsyncStreamRequestHandler, available_engines, server_class
 from portico.errors import ConnectionTimeoutError
 
 pytestmark = pytest.mark.timeout(30)
 
 DEADLINE = 10.0
-ENGINES = [e for e in ("threads", "pool", "event") if e in available_engines()]
+ENGINES = [e for e in ("threads", "pool", "event", "async") if e in available_engines()]
 
 
 class Fired:
@@ -62,10 +62,26 @@ class Recording(portico.StreamRequestHandler):
             raise
 
 
+class AsyncRecording(AsyncStreamRequestHandler):
+    """Recording for the async engine: there, a reply waits for the client in drain()."""
+
+    async def handle(self) -> None:
+        try:
+            async for line in self.reader:
+                if line == b"flood\n":
+                    self.writer.write(b"z" * (64 * 1024 * 1024))
+                self.writer.write(line.upper())
+                await self.writer.drain()
+        except ConnectionTimeoutError as exc:
+            self.server.fired.append(exc.limit)
+            raise
+
+
 @pytest.fixture
 def serve(serving: Any) -> Any:
     def start(engine: str, **limits: Any) -> Any:
-        server = server_class(engine, portico.TCPServer)(("127.0.0.1", 0), Recording)
+        handler = AsyncRecording if engine == "async" else Recording
+        server = server_class(engine, portico.TCPServer)(("127.0.0.1", 0), handler)
         server.fired = Fired()
         for name, value in limits.items():
             setattr(server, name, value)

@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 
 import portico
-from portico.engines import available_engines, server_class
+from portico.engines import AsyncStreamRequestHandler, available_engines, server_class
 from portico.errors import LineTooLongError
 
 pytestmark = pytest.mark.timeout(30)
 
 DEADLINE = 10.0
-ENGINES = [e for e in ("serial", "threads", "pool", "event") if e in available_engines()]
+ENGINES = [e for e in ("serial", "threads", "pool", "event", "async") if e in available_engines()]
 
 
 class Upper(portico.StreamRequestHandler):
@@ -32,9 +32,19 @@ class Upper(portico.StreamRequestHandler):
             self.wfile.write(line.upper())
 
 
+class AsyncUpper(AsyncStreamRequestHandler):
+    max_line_length = 100
+
+    async def handle(self) -> None:
+        async for line in self.reader:
+            self.writer.write(line.upper())
+
+
 @pytest.fixture
 def serve(serving: Any) -> Any:
-    def start(engine: str, handler: type = Upper) -> Any:
+    def start(engine: str, handler: type | None = None) -> Any:
+        if handler is None:
+            handler = AsyncUpper if engine == "async" else Upper
         return serving(server_class(engine, portico.TCPServer)(("127.0.0.1", 0), handler))
 
     return start
@@ -73,6 +83,17 @@ def test_a_line_without_end_is_cut_short_and_others_are_served(serve, engine, ca
         assert converse(server.server_address, [b"after\n"]) == [b"AFTER\n"]
     assert "closed: a line longer than 100 bytes (max_line_length)" in caplog.text
     assert "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_long_line_that_arrives_whole_is_refused_too(serve, engine: str) -> None:
+    server = serve(engine)
+    assert converse(server.server_address, [b"a" * 300 + b"\n"]) == [b""]
+    assert converse(server.server_address, [b"fine\n"]) == [b"FINE\n"]
+
+
+def test_the_async_handlers_lines_are_bounded_by_default() -> None:
+    assert AsyncStreamRequestHandler.max_line_length == 65536
 
 
 def test_readline_with_a_size_keeps_the_stdlib_meaning(serve) -> None:

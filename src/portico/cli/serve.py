@@ -223,6 +223,12 @@ class ServeConfig:
     min_receive_rate: float = 100.0
     min_receive_rate_window: float = 20.0
     send_timeout: float = 60.0
+    max_connections: int | str = "auto"
+    max_connections_per_client: int = 0
+    client_prefix: tuple[int, int] = (32, 128)
+    max_accept_rate: float = 0.0
+    overload: str = "pause"
+    busy_reply: bytes | None = None
     backlog: int | None = None
     tcp_nodelay: bool = False
     tcp_keepalive: TCPKeepalive | None = None

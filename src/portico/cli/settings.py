@@ -25,6 +25,7 @@ __all__ = [
     "Setting",
     "add_arguments",
     "parse_bool",
+    "parse_choice",
     "parse_count",
     "parse_log_level",
     "parse_octal_mode",
@@ -191,6 +192,19 @@ def parse_count(text: str) -> int:
     if number < 0:
         raise ConfigurationError(f"{text!r} is negative")
     return number
+
+
+def parse_choice(choices: Iterable[str]) -> Callable[[str], str]:
+    """A parser that takes one of ``choices`` (any case) and refuses anything else."""
+    allowed = tuple(choices)
+
+    def parse(text: str) -> str:
+        choice = text.strip().lower()
+        if choice not in allowed:
+            raise ConfigurationError(f"{text!r} is not one of {', '.join(allowed)}")
+        return choice
+
+    return parse
 
 
 def parse_positive_int(text: str) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from portico.cli.settings import Setting, parse_positive_seconds
+from portico.cli.settings import Setting, parse_choice, parse_positive_seconds
 from portico.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -26,13 +26,6 @@ def parse_path(text: str) -> str:
     if not text.strip():
         raise ConfigurationError("an empty path")
     return text
-
-
-def parse_client_cert(text: str) -> str:
-    mode = text.strip().lower()
-    if mode not in _CLIENT_CERT_MODES:
-        raise ConfigurationError(f"{text!r} is not one of {', '.join(_CLIENT_CERT_MODES)}")
-    return mode
 
 
 def parse_sni_cert(text: str) -> tuple[str, str, str | None]:
@@ -78,7 +71,7 @@ SETTINGS = (
     ),
     Setting(
         "client_cert",
-        parse_client_cert,
+        parse_choice(_CLIENT_CERT_MODES),
         flag="--client-cert",
         metavar="MODE",
         default="none",

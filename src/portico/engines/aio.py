@@ -182,8 +182,8 @@ class AsyncEngine:
         loop.add_reader(wakeup.fileno(), self._woken, wakeup)
         self._runner = threading.get_ident()
         try:
+            self._watch_time_limits()  # first: connections may be accepted while listening starts
             loop.run_until_complete(self._listen())
-            self._watch_time_limits()
             server._portico_serving.set()
             if poll_interval is not None:
                 self._ticker = loop.call_later(poll_interval, self._tick, poll_interval)
