@@ -467,7 +467,8 @@ class BaseServer:
         runs in the serving loop, so it must not block: a short reply fits
         the new socket's send buffer.  By default it logs (the first time at
         once, then at most one line every 10 s, with the count) and sends
-        ``busy_reply`` if that is set, without waiting.
+        ``busy_reply`` if that is set (and the server does not serve TLS),
+        without waiting.
         """
         admission = self._portico_admission
         throttle = self.__dict__.setdefault("_portico_overload_log", Throttle())
@@ -479,7 +480,8 @@ class BaseServer:
                 sum(admission.rejected.values()) if admission is not None else 1,
             )
         reply = getattr(self, "busy_reply", None)
-        if reply:
+        # Not over TLS: the client expects a handshake, and plain text would garble it.
+        if reply and getattr(self, "ssl_context", None) is None:
             _send_without_waiting(request, reply)
 
     def _portico_first_byte_timeout(self, request: Any, client_address: Any) -> float | None:
