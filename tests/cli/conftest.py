@@ -105,7 +105,9 @@ def portico_serve() -> Iterator[StartServer]:
         started.append(server)
         if listeners == 0:  # the caller waits for what it needs
             return server
-        for match in server.wait_for(r"INFO portico\.cli: serving on (\S+)$", listeners):
+        # The line as text, or as JSON (--log-format json).
+        serving_on = r'(?:INFO portico\.cli: |"message": ")serving on ([^\s"]+)'
+        for match in server.wait_for(serving_on, listeners):
             server.addresses.append(parse_address(match.group(1)))
         return server
 

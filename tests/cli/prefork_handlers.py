@@ -1,12 +1,14 @@
-"""Handlers and worker hooks that the prefork tests serve (imported by the worker processes)."""
+"""Handlers and worker hooks that the CLI tests serve (imported by the served processes)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Any
 
 from portico import StreamRequestHandler
+from portico.engines import AsyncStreamRequestHandler
 
 
 class PidUpper(StreamRequestHandler):
@@ -37,3 +39,23 @@ class WhoAmI(StreamRequestHandler):
         host = self.client_address[0]
         for line in self.rfile:
             self.wfile.write(host.encode() + b" " + line.upper())
+
+
+class LogsEachLine(StreamRequestHandler):
+    """Logs each line on its own logger (no connection passed), then answers it upper-cased."""
+
+    def handle(self) -> None:
+        log = logging.getLogger("app")
+        for line in self.rfile:
+            log.warning("handling %r", line.strip().decode())
+            self.wfile.write(line.upper())
+
+
+class AsyncLogsEachLine(AsyncStreamRequestHandler):
+    """LogsEachLine for the async engine."""
+
+    async def handle(self) -> None:
+        log = logging.getLogger("app")
+        async for line in self.reader:
+            log.warning("handling %r", line.strip().decode())
+            self.writer.write(line.upper())

@@ -15,9 +15,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from conversations import converse, free_port, udp_exchange
-
-from conftest import DEADLINE
+from conversations import DEADLINE, converse, free_port, udp_exchange
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -45,7 +45,7 @@ def test_discard_reads_everything_and_answers_nothing(portico_serve):
         sock.sendall(payload)
         sock.shutdown(socket.SHUT_WR)
         assert sock.recv(1) == b""  # EOF: the server closed without a byte
-    server.wait_for(rf"closed after [\d.]+ s: {len(payload)} bytes in, 0 bytes out$")
+    server.wait_for(rf"closed after [\d.]+ s: {len(payload)} bytes in, 0 bytes out; completed$")
 
 
 def test_udp_answers_each_datagram_upper_cased(portico_serve):
@@ -54,7 +54,8 @@ def test_udp_answers_each_datagram_upper_cased(portico_serve):
     assert udp_exchange(address, b"hello") == b"HELLO"
     assert udp_exchange(address, b"two\nlines\n") == b"TWO\nLINES\n"
     server.wait_for(
-        r"INFO portico\.access: datagram \d+ from 127\.0\.0\.1:\d+ .*: 5 bytes in, 5 bytes out$"
+        r"INFO portico\.access: datagram \d+ from 127\.0\.0\.1:\d+ "
+        r".*: 5 bytes in, 5 bytes out; completed$"
     )
 
 
@@ -64,7 +65,9 @@ def test_udp_discard_sends_no_reply(portico_serve):
         sock.sendto(b"drop me", server.addresses[0])
         port = sock.getsockname()[1]
         # The log line is written after the handler finished; a reply would be queued by now.
-        server.wait_for(rf"datagram \d+ from 127\.0\.0\.1:{port} .*: 7 bytes in, 0 bytes out$")
+        server.wait_for(
+            rf"datagram \d+ from 127\.0\.0\.1:{port} .*: 7 bytes in, 0 bytes out; completed$"
+        )
         sock.setblocking(False)
         with pytest.raises(BlockingIOError):
             sock.recv(1)
@@ -101,7 +104,7 @@ def test_several_binds_serve_ipv4_and_ipv6(portico_serve, ipv6_loopback):
     assert v6[0] == "::1"
     assert converse(v4, [b"four\n"]) == [b"FOUR\n"]
     assert converse(v6, [b"six\n"]) == [b"SIX\n"]
-    server.wait_for(r"connection \d+ from \[::1\]:\d+ opened$")
+    server.wait_for(r"connection \d+ from \[::1\]:\d+ closed after")
 
 
 def test_two_ipv4_binds(portico_serve):
@@ -144,18 +147,18 @@ def test_http_server_handler_from_the_standard_library(portico_serve, tmp_path):
         connection.close()
 
 
-def test_each_connection_is_logged_when_it_opens_and_closes(portico_serve):
-    server = portico_serve("--bind", LOCAL)
+def test_each_connection_gets_one_access_line_and_a_debug_line_when_it_opens(portico_serve):
+    server = portico_serve("--bind", LOCAL, "--log-level", "DEBUG")
     with socket.create_connection(server.addresses[0], timeout=DEADLINE) as sock:
         port = sock.getsockname()[1]
         (opened,) = server.wait_for(
-            rf"INFO portico\.access: connection (\d+) from 127\.0\.0\.1:{port} opened$"
+            rf"DEBUG portico\.access: connection (\d+) from 127\.0\.0\.1:{port} opened$"
         )
         assert converse_on(sock, [b"hello\n", b"bye\n"]) == [b"HELLO\n", b"BYE\n"]
     number = opened.group(1)
     server.wait_for(
         rf"INFO portico\.access: connection {number} from 127\.0\.0\.1:{port} "
-        r"closed after \d+\.\d{3} s: 10 bytes in, 10 bytes out$"
+        r"closed after \d+\.\d{3} s: 10 bytes in, 10 bytes out; completed$"
     )
 
 

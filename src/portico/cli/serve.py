@@ -26,13 +26,15 @@ from typing import TYPE_CHECKING, Any
 from portico.cli import limits, listening, prefork, proxy, tls
 from portico.cli.builtin import BUILTINS, DEFAULT_HANDLER
 from portico.cli.handlers import load_handler, parse_handler_spec
-from portico.cli.logs import configure_logging
+from portico.cli.logs import LOG_FORMATS, configure_logging
 from portico.cli.servers import Transport, transport_for
 from portico.cli.settings import (
     Command,
     Resolved,
     Setting,
+    parse_access_level,
     parse_bool,
+    parse_choice,
     parse_count,
     parse_log_level,
     parse_octal_mode,
@@ -197,6 +199,24 @@ SETTINGS = (
         env="PORTICO_LOG_LEVEL",
         help="DEBUG, INFO (connections), WARNING, ERROR or CRITICAL",
     ),
+    Setting(
+        "log_format",
+        parse_choice(LOG_FORMATS),
+        flag="--log-format",
+        metavar="FORMAT",
+        default="text",
+        env="PORTICO_LOG_FORMAT",
+        help="text (one line per record) or json (one object per line)",
+    ),
+    Setting(
+        "access_log_level",
+        parse_access_level,
+        flag="--access-log-level",
+        metavar="LEVEL",
+        env="PORTICO_ACCESS_LOG_LEVEL",
+        help="the access log's own level (one INFO line per connection): DEBUG, INFO, "
+        "WARNING (no access lines), ... or OFF (default: --log-level)",
+    ),
 )
 
 
@@ -252,6 +272,8 @@ class ServeConfig:
     sni_cert: tuple[tuple[str, str, str | None], ...] = ()
     alpn: tuple[str, ...] = ()
     tls_handshake_timeout: float = 10.0
+    log_format: str = "text"
+    access_log_level: str | None = None
 
     @cached_property
     def tls(self) -> TLSConfig | None:
@@ -304,7 +326,7 @@ def _check_no_duplicates(addresses: tuple[tuple[str, int], ...]) -> None:
 
 def run(resolved: Resolved) -> int:
     config = ServeConfig.from_settings(resolved)
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format, config.access_log_level)
     # A new master taking over from the old one (SIGUSR2) serves the old one's sockets.
     upgrading = UPGRADE_VARIABLE in os.environ
     given_addresses = bool(resolved.given & {"bind", "unix"}) and not upgrading

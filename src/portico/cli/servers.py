@@ -1,11 +1,15 @@
 """The servers behind ``portico serve``: a socket server, an engine and an access log.
 
-The access log (logger ``portico.access``, level INFO) has one line when a
-connection opens and one when it closes, with its duration and the bytes it
-carried; a datagram gets one line.  Bytes are counted by wrapping the request
-socket in ``get_request()``: a Python-level method call per ``recv``/``send``,
-next to the system call it wraps.  When the access log is off, nothing is
-wrapped, timed or formatted.
+The access log (logger ``portico.access``) has one line per connection, when
+it ends (at INFO; ``--access-log-level`` moves it): its number, the client
+(and the proxy it came through), the TLS version, its duration, the bytes it
+carried and how it ended; a datagram gets one line too.  A DEBUG line marks
+a connection's start.  While a connection is served, its
+:class:`~portico.net.context.Connection` is the current one, so every log
+call the handler makes carries its number and peer.  Bytes are counted by
+wrapping the connection in ``finish_request()`` (portico.net.counting): a
+Python-level method call per ``recv``/``send``, next to the system call it
+wraps.  When the access log is off, nothing is wrapped, timed or formatted.
 
 The engine comes from :mod:`portico.engines` by name, composed over the
 access-logging server of the transport.  Stopping drains: see
@@ -14,23 +18,25 @@ access-logging server of the transport.  Stopping drains: see
 
 from __future__ import annotations
 
-import itertools
+import contextvars
 import logging
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from portico.engines import choose_engine
 from portico.errors import ConfigurationError
-from portico.net.addresses import format_address
+from portico.net.addresses import format_address, plain_peer_address
+from portico.net.context import Connection, current, how_it_ended
+from portico.net.counting import CountingStream
 from portico.server.inet import TCPServer, UDPServer
 
 if TYPE_CHECKING:
-    from _typeshed import ReadableBuffer, WriteableBuffer
+    pass
 
 __all__ = [
-    "CountingSocket",
     "DatagramAccessLog",
     "StreamAccessLog",
     "Transport",
@@ -39,51 +45,57 @@ __all__ = [
 
 access_log = logging.getLogger("portico.access")
 
-# Numbers tie a connection's "closed" line to its "opened" line.
-_numbers = itertools.count(1)
 _OPENED = "connection %d from %s opened"
-_CLOSED = "connection %d from %s closed after %.3f s: %d bytes in, %d bytes out"
-_DATAGRAM = "datagram %d from %s handled in %.3f s: %d bytes in, %d bytes out"
+_CLOSED = "connection %d from %s%s closed after %.3f s: %d bytes in, %d bytes out; %s"
+_DATAGRAM = "datagram %d from %s handled in %.3f s: %d bytes in, %d bytes out; %s"
 
 
-class CountingSocket(socket.socket):
-    """A connected socket that counts the bytes received and sent through it."""
+def _opened(connection: Connection) -> None:
+    """The connection is now the current one; a DEBUG line marks its start."""
+    current.set(connection)
+    access_log.debug(_OPENED, connection.id, connection.client)
 
-    __slots__ = ("bytes_in", "bytes_out")
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.bytes_in = 0
-        self.bytes_out = 0
+def _closed(bytes_in: int, bytes_out: int, datagram: bool = False) -> None:
+    """The access line of the current connection, which stops being current."""
+    connection = current.get()
+    if connection is None:
+        return  # never served (refused, turned away): no access line
+    current.set(None)
+    _log_access(connection, bytes_in, bytes_out, datagram)
 
-    @classmethod
-    def adopt(cls, sock: socket.socket) -> CountingSocket:
-        """Take over ``sock``'s descriptor (no system call); ``sock`` is left detached."""
-        timeout = sock.gettimeout()
-        counting = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
-        if counting.gettimeout() != timeout:
-            counting.settimeout(timeout)
-        return counting
 
-    def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
-        data = super().recv(bufsize, flags)
-        self.bytes_in += len(data)
-        return data
-
-    def recv_into(self, buffer: WriteableBuffer, nbytes: int = 0, flags: int = 0, /) -> int:
-        received = super().recv_into(buffer, nbytes, flags)
-        self.bytes_in += received
-        return received
-
-    def send(self, data: ReadableBuffer, flags: int = 0, /) -> int:
-        sent = super().send(data, flags)
-        self.bytes_out += sent
-        return sent
-
-    def sendall(self, data: ReadableBuffer, flags: int = 0, /) -> None:
-        super().sendall(data, flags)
-        with memoryview(data) as view:
-            self.bytes_out += view.nbytes
+def _log_access(connection: Connection, bytes_in: int, bytes_out: int, datagram: bool) -> None:
+    elapsed = time.monotonic() - connection.started
+    ended = how_it_ended(connection.failure)
+    fields = {
+        "connection_id": connection.id,
+        "peer": connection.client,
+        "access": {
+            "peer": format_address(connection.peer),
+            "client": connection.client,
+            "tls": connection.tls_version,
+            "bytes_in": bytes_in,
+            "bytes_out": bytes_out,
+            "duration": round(elapsed, 6),
+            "ended": ended,
+        },
+    }
+    if datagram:
+        access_log.info(
+            _DATAGRAM, connection.id, connection.client, elapsed, bytes_in, bytes_out, ended,
+            extra=fields,
+        )  # fmt: skip
+        return
+    via = ""
+    if connection.proxied_peer is not None:
+        via = f" via {format_address(connection.peer)}"
+    if connection.tls_version is not None:
+        via += f" over {connection.tls_version}"
+    access_log.info(
+        _CLOSED, connection.id, connection.client, via, elapsed, bytes_in, bytes_out, ended,
+        extra=fields,
+    )  # fmt: skip
 
 
 class _CountingReplySocket:
@@ -103,25 +115,31 @@ class _CountingReplySocket:
 
 
 class StreamAccessLog(TCPServer):
-    """Log each connection when it opens and when it closes."""
+    """One access line per connection, and the connection as the context of every log call.
 
-    def get_request(self) -> tuple[Any, Any]:
-        request, client_address = super().get_request()
-        if access_log.isEnabledFor(logging.INFO):
-            request = CountingSocket.adopt(request)
-        return request, client_address
+    The connection becomes the current one in ``finish_request()``, where
+    the engine runs it (as whatever socket the engine made of it, which is
+    wrapped to count its bytes), and stays so through ``handle_error()``
+    (its traceback carries it too), until ``shutdown_request()`` writes the
+    access line.
+    """
 
     def finish_request(self, request: Any, client_address: Any) -> None:
-        if not isinstance(request, CountingSocket):
+        if not access_log.isEnabledFor(logging.INFO):
             return super().finish_request(request, client_address)
-        number, peer = next(_numbers), format_address(client_address)
-        access_log.info(_OPENED, number, peer)
-        started = time.monotonic()
+        connection = Connection(client_address)
+        _opened(connection)
         try:
-            super().finish_request(request, client_address)
-        finally:
-            elapsed = time.monotonic() - started
-            access_log.info(_CLOSED, number, peer, elapsed, request.bytes_in, request.bytes_out)
+            super().finish_request(CountingStream(request, connection), client_address)
+        except BaseException as exc:
+            connection.failure = exc
+            raise
+
+    def shutdown_request(self, request: Any) -> None:
+        super().shutdown_request(request)
+        connection = current.get()
+        if connection is not None:
+            _closed(connection.bytes_in, connection.bytes_out)
 
 
 class DatagramAccessLog(UDPServer):
@@ -134,15 +152,22 @@ class DatagramAccessLog(UDPServer):
         return (data, sock), client_address
 
     def finish_request(self, request: Any, client_address: Any) -> None:
-        data, sock = request
+        _, sock = request
         if not isinstance(sock, _CountingReplySocket):
             return super().finish_request(request, client_address)
-        started = time.monotonic()
+        connection = Connection(client_address)
+        current.set(connection)
         try:
             super().finish_request(request, client_address)
-        finally:
-            elapsed, peer = time.monotonic() - started, format_address(client_address)
-            access_log.info(_DATAGRAM, next(_numbers), peer, elapsed, len(data), sock.bytes_out)
+        except BaseException as exc:
+            connection.failure = exc
+            raise
+
+    def shutdown_request(self, request: Any) -> None:
+        super().shutdown_request(request)
+        data, sock = request
+        if isinstance(sock, _CountingReplySocket):
+            _closed(len(data), sock.bytes_out, datagram=True)
 
 
 class _AsyncAccessLog:
@@ -154,17 +179,37 @@ class _AsyncAccessLog:
     ``shutdown_request()`` (closed, or the datagram's line).
     """
 
-    _portico_log: dict[Any, tuple[int, str, float]]
+    _portico_log: dict[Any, tuple[contextvars.Context, Connection]]
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if access_log.isEnabledFor(logging.INFO):
-            if not hasattr(self, "_portico_log"):
-                self._portico_log = {}
-            number, peer = next(_numbers), format_address(client_address)
-            if not isinstance(request, tuple):
-                access_log.info(_OPENED, number, peer)
-            self._portico_log[_log_key(request)] = (number, peer, time.monotonic())
-        super().process_request(request, client_address)  # type: ignore[misc]
+        if not access_log.isEnabledFor(logging.INFO):
+            super().process_request(request, client_address)  # type: ignore[misc]
+            return
+        if not hasattr(self, "_portico_log"):
+            self._portico_log = {}
+        connection = Connection(client_address)
+        if not isinstance(request, tuple):
+            if request.proxy_header is not None:  # client_address is the original client
+                connection.peer = plain_peer_address(request.getpeername())
+                connection.proxied_peer = client_address
+            tls = request.get_extra_info("ssl_object")
+            connection.tls_version = None if tls is None else tls.version()
+        # The handler's task copies this context: its log calls carry the connection.
+        context = contextvars.copy_context()
+        context.run(_opened, connection)
+        self._portico_log[_log_key(request)] = context, connection
+        context.run(super().process_request, request, client_address)  # type: ignore[misc]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        entry = getattr(self, "_portico_log", {}).get(_log_key(request))
+        if entry is None or current.get() is entry[1]:  # not logged, or in its context already
+            super().handle_error(request, client_address)  # type: ignore[misc]
+            if entry is not None:
+                entry[1].failure = sys.exc_info()[1]
+            return
+        context, connection = entry
+        connection.failure = sys.exc_info()[1]
+        context.run(super().handle_error, request, client_address)  # type: ignore[misc]
 
     def shutdown_request(self, request: Any) -> None:
         super().shutdown_request(request)  # type: ignore[misc]
@@ -172,13 +217,12 @@ class _AsyncAccessLog:
         entry = logged.pop(_log_key(request), None) if logged else None
         if entry is None:
             return
-        number, peer, started = entry
-        elapsed = time.monotonic() - started
+        connection = entry[1]
         if isinstance(request, tuple):
             data, reply = request
-            access_log.info(_DATAGRAM, number, peer, elapsed, len(data), reply.bytes_out)
+            _log_access(connection, len(data), reply.bytes_out, datagram=True)
         else:
-            access_log.info(_CLOSED, number, peer, elapsed, request.bytes_in, request.bytes_out)
+            _log_access(connection, request.bytes_in, request.bytes_out, datagram=False)
 
 
 def _log_key(request: Any) -> Any:

@@ -24,6 +24,7 @@ __all__ = [
     "Resolved",
     "Setting",
     "add_arguments",
+    "parse_access_level",
     "parse_bool",
     "parse_choice",
     "parse_count",
@@ -222,6 +223,11 @@ def parse_log_level(text: str) -> str:
     if level not in _LOG_LEVELS:
         raise ConfigurationError(f"{text!r} is not one of {', '.join(_LOG_LEVELS)}")
     return level
+
+
+def parse_access_level(text: str) -> str:
+    """A log level, or OFF."""
+    return "OFF" if text.strip().upper() == "OFF" else parse_log_level(text)
 
 
 def parse_seconds(text: str) -> float:

@@ -24,6 +24,7 @@ from portico.net.addresses import (
     mapped_ipv6_address,
     plain_peer_address,
 )
+from portico.net.context import note
 from portico.net.guard import ConnectionLimits, GuardedSocket
 from portico.net.listeners import (
     TCPKeepalive,
@@ -299,8 +300,11 @@ class TCPServer(BaseServer):
         if taken is None:
             return None  # dropped, and logged
         request, header = taken
+        address = original_address(header, request, client_address)
+        if address != client_address:
+            note(proxied_peer=address)  # for the access line: the client behind the proxy
         with serving(header):
-            self._portico_finish(request, original_address(header, request, client_address))
+            self._portico_finish(request, address)
 
     def _portico_finish(self, request: Any, client_address: Any) -> None:
         limits = self._portico_connection_limits()

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from portico.net.addresses import format_address
+from portico.net.context import note
 from portico.tls.stream import TLSStream
 
 __all__ = ["finish_over_tls", "following_reloads"]
@@ -42,6 +43,7 @@ def finish_over_tls(
     except (ssl.SSLError, OSError) as exc:  # TimeoutError and resets included
         log.info("TLS handshake with %s failed: %s", format_address(client_address), _reason(exc))
         return
+    note(tls_version=stream.version())  # for the access line
     try:
         finish(stream, client_address)
     finally:
