@@ -30,7 +30,6 @@ from portico.engines import choose_engine
 from portico.errors import ConfigurationError
 from portico.net.addresses import format_address, plain_peer_address
 from portico.net.context import Connection, current, how_it_ended
-from portico.net.counting import CountingStream
 from portico.server.inet import TCPServer, UDPServer
 
 if TYPE_CHECKING:
@@ -50,7 +49,7 @@ _CLOSED = "connection %d from %s%s closed after %.3f s: %d bytes in, %d bytes ou
 _DATAGRAM = "datagram %d from %s handled in %.3f s: %d bytes in, %d bytes out; %s"
 
 
-def _opened(connection: Connection) -> None:
+def _make_current(connection: Connection) -> None:
     """The connection is now the current one; a DEBUG line marks its start."""
     current.set(connection)
     access_log.debug(_OPENED, connection.id, connection.client)
@@ -117,29 +116,20 @@ class _CountingReplySocket:
 class StreamAccessLog(TCPServer):
     """One access line per connection, and the connection as the context of every log call.
 
-    The connection becomes the current one in ``finish_request()``, where
-    the engine runs it (as whatever socket the engine made of it, which is
-    wrapped to count its bytes), and stays so through ``handle_error()``
-    (its traceback carries it too), until ``shutdown_request()`` writes the
-    access line.
+    The server counts each connection's bytes and makes it the current one
+    where the engine runs it (``count_bytes``); it stays current through
+    ``handle_error()`` (its traceback carries it too), until
+    ``shutdown_request()`` has closed it and the access line is written.
     """
 
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        if not access_log.isEnabledFor(logging.INFO):
-            return super().finish_request(request, client_address)
-        connection = Connection(client_address)
-        _opened(connection)
-        try:
-            super().finish_request(CountingStream(request, connection), client_address)
-        except BaseException as exc:
-            connection.failure = exc
-            raise
+    count_bytes = True
 
-    def shutdown_request(self, request: Any) -> None:
-        super().shutdown_request(request)
-        connection = current.get()
-        if connection is not None:
-            _closed(connection.bytes_in, connection.bytes_out)
+    def _portico_connection_opened(self, connection: Connection) -> None:
+        access_log.debug(_OPENED, connection.id, connection.client)
+
+    def _portico_connection_closed(self, connection: Connection) -> None:
+        if access_log.isEnabledFor(logging.INFO):
+            _log_access(connection, connection.bytes_in, connection.bytes_out, datagram=False)
 
 
 class DatagramAccessLog(UDPServer):
@@ -155,7 +145,7 @@ class DatagramAccessLog(UDPServer):
         _, sock = request
         if not isinstance(sock, _CountingReplySocket):
             return super().finish_request(request, client_address)
-        connection = Connection(client_address)
+        connection = Connection(client_address, bytes_in=len(request[0]))
         current.set(connection)
         try:
             super().finish_request(request, client_address)
@@ -196,7 +186,7 @@ class _AsyncAccessLog:
             connection.tls_version = None if tls is None else tls.version()
         # The handler's task copies this context: its log calls carry the connection.
         context = contextvars.copy_context()
-        context.run(_opened, connection)
+        context.run(_make_current, connection)
         self._portico_log[_log_key(request)] = context, connection
         context.run(super().process_request, request, client_address)  # type: ignore[misc]
 

@@ -434,8 +434,10 @@ class AsyncEngine:
     def start(self, request: Any, client_address: Any) -> HandlerTask:
         """Build the handler and run it until it first waits."""
         server = self.server
+        server._portico_count().handed_over()
         handler = server.RequestHandlerClass(request, client_address, server)
         task = HandlerTask(self.loop, self, handler, request, client_address)
+        task.started = time.monotonic()
         if not self.datagram_server:
             request._task = task
         task.step()
@@ -448,6 +450,12 @@ class AsyncEngine:
 
     def task_done(self, task: HandlerTask) -> None:
         self.completed += 1
+        request = task.request
+        if isinstance(request, tuple):  # a datagram and its reply
+            traffic = len(request[0]), request[1].bytes_out
+        else:
+            traffic = request.bytes_in, request.bytes_out
+        self.server._portico_count().finished(time.monotonic() - task.started, *traffic)
         self.tasks.discard(task)
         try:
             if task.handler._portico_plain:
@@ -738,8 +746,8 @@ class AsyncMixIn(Protected, _ServerBase):
         """The server's event loop (for ``call_soon_threadsafe`` and the like)."""
         return self.async_engine.loop
 
-    def statistics(self) -> AsyncStatistics:
-        """A snapshot of the engine's counters."""
+    def _portico_engine_statistics(self) -> AsyncStatistics:
+        """The engine's snapshot, as ``statistics().engine`` (its fields read through too)."""
         return self.async_engine.statistics()
 
     def serve_forever(self, poll_interval: float | None = 0.5) -> None:

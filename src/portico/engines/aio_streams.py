@@ -64,6 +64,7 @@ class HandlerTask:
         "client_address",
         "handler",
         "request",
+        "started",
     )
 
     def __init__(
@@ -78,6 +79,7 @@ class HandlerTask:
         self._owner = owner
         self.handler = handler
         self.request = request
+        self.started = 0.0  # time.monotonic() when the engine started it
         self.client_address = client_address
         self._coro = handler.handle() if handler._portico_plain else handler._portico_run()
         self._context = contextvars.copy_context()

@@ -293,8 +293,8 @@ class PoolMixIn(Protected, _ServerBase):
             daemon=self.daemon_threads,
         )
 
-    def statistics(self) -> PoolStatistics:
-        """A snapshot of the pool's counters."""
+    def _portico_engine_statistics(self) -> PoolStatistics:
+        """The engine's snapshot, as ``statistics().engine`` (its fields read through too)."""
         return self.worker_pool.statistics()
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:

@@ -40,6 +40,11 @@ class Connection:
     bytes_out: int = 0
 
     @property
+    def traffic(self) -> tuple[int, int]:
+        """(bytes in, bytes out) so far."""
+        return self.bytes_in, self.bytes_out
+
+    @property
     def client(self) -> str:
         """The client as a log line names it: the original one behind a proxy."""
         return format_address(self.proxied_peer if self.proxied_peer is not None else self.peer)

@@ -36,8 +36,10 @@ from typing import Any
 from portico.errors import ConnectionLimitError, ListenerError
 from portico.net.accept import AcceptAction, AcceptBackoff, classify_accept_error
 from portico.net.addresses import format_address
+from portico.net.context import current
 from portico.net.wakeup import Wakeup, signals_wake
 from portico.server.admission import Admission, AdmissionLimits
+from portico.server.statistics import ServerCounters, ServerStatistics
 from portico.server.throttle import Throttle
 
 __all__ = ["BaseServer", "ServerState"]
@@ -233,7 +235,8 @@ class BaseServer:
         """
         if self._portico_state is ServerState.CLOSED:
             return True
-        deadline = None if timeout is None else time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = None if timeout is None else started + timeout
         self._portico_state = ServerState.DRAINING
         self.__shutdown_request = True
         wakeup = self._portico_wakeup
@@ -254,6 +257,7 @@ class BaseServer:
             self._portico_force_in_flight()
         self.server_close()
         self._portico_state = ServerState.CLOSED
+        self._portico_count().drain_seconds = time.monotonic() - started
         return finished
 
     def _portico_take_queued(self) -> None:
@@ -403,6 +407,7 @@ class BaseServer:
 
     def _portico_process(self, request: Any, client_address: Any) -> None:
         """process_request(), with the stdlib's handling of its errors."""
+        self._portico_count().handed_over()
         try:
             self.process_request(request, client_address)
         except Exception:
@@ -571,8 +576,52 @@ class BaseServer:
         """
 
     def finish_request(self, request: Any, client_address: Any) -> None:
-        """Finish one request by instantiating RequestHandlerClass."""
+        """Finish one request by instantiating RequestHandlerClass.
+
+        portico: timed and counted (see :meth:`statistics`).
+        """
+        started = time.monotonic()
+        try:
+            self._portico_handle(request, client_address)
+        finally:
+            connection = current.get()
+            bytes_in, bytes_out = (0, 0) if connection is None else connection.traffic
+            self._portico_count().finished(time.monotonic() - started, bytes_in, bytes_out)
+
+    def _portico_handle(self, request: Any, client_address: Any) -> None:
+        """What finish_request() does, untimed: a server class adds its layers here."""
+        self._portico_run_handler(request, client_address)
+
+    def _portico_run_handler(self, request: Any, client_address: Any) -> None:
         self.RequestHandlerClass(request, client_address, self)
+
+    # -- statistics ------------------------------------------------------------
+
+    def statistics(self) -> ServerStatistics:
+        """A frozen snapshot of what the server counted (portico); see ServerStatistics."""
+        admission = self._portico_admission
+        return self._portico_count().snapshot(
+            active=self._portico_active(),
+            rejected=admission.rejected if admission is not None else {},
+            accept_errors=self._portico_accept.counts,
+            engine=self._portico_engine_statistics(),
+        )
+
+    def _portico_count(self) -> ServerCounters:
+        """The server's counters, made on first use (also by a subclass that skips __init__)."""
+        counters = self.__dict__.get("_portico_counters")
+        if counters is None:
+            with _counters_made:
+                counters = self.__dict__.setdefault("_portico_counters", ServerCounters())
+        return counters  # type: ignore[no-any-return]
+
+    def _portico_active(self) -> int | None:
+        """Requests in flight, where the counters cannot tell (None: accepted less finished)."""
+        return None
+
+    def _portico_engine_statistics(self) -> Any:
+        """The engine's own snapshot (an engine mixin returns it)."""
+        return None
 
     def shutdown_request(self, request: Any) -> None:
         """Called to shutdown and close an individual request."""
@@ -591,6 +640,7 @@ class BaseServer:
         """
         exc = sys.exc_info()[1]
         if isinstance(exc, ConnectionLimitError):
+            self._portico_count().limit_fired(exc.limit)
             server_log.warning("connection from %s closed: %s", format_address(client_address), exc)
             return
         error_log.error(
@@ -782,6 +832,9 @@ class _WaitingRoom:
         del self.held[held.request.fileno()]
         if self.watching:
             self.selector.unregister(held.request)
+
+
+_counters_made = threading.Lock()
 
 
 def _remaining(deadline: float | None) -> float | None:

@@ -24,7 +24,8 @@ from portico.net.addresses import (
     mapped_ipv6_address,
     plain_peer_address,
 )
-from portico.net.context import note
+from portico.net.context import Connection, current, note
+from portico.net.counting import CountingStream
 from portico.net.guard import ConnectionLimits, GuardedSocket
 from portico.net.listeners import (
     TCPKeepalive,
@@ -149,6 +150,9 @@ class TCPServer(BaseServer):
     max_accept_rate: float | None = None  # new connections per second
     overload_policy: str = "pause"  # or "reject": handle_overload() turns them away
     busy_reply: bytes | None = None  # what handle_overload() sends a connection turned away
+    # portico: count each connection's bytes, and make it the current one (portico.net.context)
+    # while it is served; off in the stdlib-named classes (a wrapper per connection).
+    count_bytes: bool = False
     # Hold connections whose client speaks first in the serving loop until it does
     # (engines whose requests wait cooperatively need not).
     _portico_holds_for_first_byte = True
@@ -287,13 +291,34 @@ class TCPServer(BaseServer):
             if listener.fileno() != -1:
                 listener.setblocking(False)
 
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        """Finish one request by instantiating RequestHandlerClass.
+    def _portico_handle(self, request: Any, client_address: Any) -> None:
+        """Run the handler (``finish_request()`` calls this).
 
-        portico: a PROXY header is read first (``proxy_protocol``), then the
-        TLS handshake runs (``ssl_context``), here where the engine runs the
-        request, never on the accept path.
+        portico: with ``count_bytes``, the connection becomes the current one
+        (``portico.net.context``) and its bytes are counted; a PROXY header is
+        read first (``proxy_protocol``), then the TLS handshake runs
+        (``ssl_context``), here where the engine runs the request, never on
+        the accept path.
         """
+        if not self.count_bytes or isinstance(request, tuple):
+            return self._portico_proxied(request, client_address)
+        connection = Connection(client_address)
+        current.set(connection)
+        self._portico_connection_opened(connection)
+        try:
+            self._portico_proxied(CountingStream(request, connection), client_address)
+        except BaseException as exc:
+            connection.failure = exc
+            raise
+        return None
+
+    def _portico_connection_opened(self, connection: Connection) -> None:
+        """The connection is the current one now (a hook for the access log)."""
+
+    def _portico_connection_closed(self, connection: Connection) -> None:
+        """The connection ended and is about to stop being current (a hook for the access log)."""
+
+    def _portico_proxied(self, request: Any, client_address: Any) -> None:
         if self.proxy_protocol is None:
             return self._portico_finish(request, client_address)
         taken = take_proxy_header(self, request, client_address)
@@ -305,17 +330,19 @@ class TCPServer(BaseServer):
             note(proxied_peer=address)  # for the access line: the client behind the proxy
         with serving(header):
             self._portico_finish(request, address)
+        return None
 
     def _portico_finish(self, request: Any, client_address: Any) -> None:
         limits = self._portico_connection_limits()
         if limits is not None and not isinstance(request, tuple):
             request = GuardedSocket(request, limits)
         if self.ssl_context is None:
-            return super().finish_request(request, client_address)
+            return self._portico_run_handler(request, client_address)
         # Imported here: ssl costs every server start that does not use it.
         from portico.tls.serve import finish_over_tls  # noqa: PLC0415
 
-        finish_over_tls(self, request, client_address, super().finish_request)
+        finish_over_tls(self, request, client_address, self._portico_run_handler)
+        return None
 
     def _portico_connection_limits(self) -> ConnectionLimits | None:
         """The time limits of a connection, or None when none is set (the stdlib's way)."""
@@ -423,6 +450,10 @@ class TCPServer(BaseServer):
         except OSError:
             pass  # some platforms may raise ENOTCONN here
         self.close_request(request)
+        connection = current.get()
+        if connection is not None:
+            self._portico_connection_closed(connection)
+            current.set(None)
 
     def close_request(self, request: Any) -> None:
         """Called to clean up an individual request.

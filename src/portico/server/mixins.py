@@ -194,6 +194,10 @@ if hasattr(os, "fork"):
                 finally:
                     os._exit(status)
 
+        def _portico_active(self) -> int | None:
+            """In flight: the children serving a request (the parent counts no ends)."""
+            return len(self.active_children or ())
+
         def _portico_hand_slot_to(self, pid: int, request: Any) -> None:
             """The child serves ``request`` now: it holds its admission slot until reaped."""
             admission = getattr(self, "_portico_admission", None)

@@ -41,3 +41,5 @@ class Protected:
     send_timeout: float | None = SEND_TIMEOUT
     # Stop accepting before the process runs out of descriptors.
     max_connections: int | Literal["auto"] | None = "auto"
+    # Count each connection's bytes for statistics(), and make it the current one for logs.
+    count_bytes: bool = True

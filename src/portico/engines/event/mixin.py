@@ -58,8 +58,8 @@ class EventMixIn(Protected, _ServerBase):
     def _new_engine(self) -> EventEngine:
         return EventEngine(self.process_request_task, block_warning=self.loop_block_warning)
 
-    def statistics(self) -> EventStatistics:
-        """A snapshot of the engine's counters."""
+    def _portico_engine_statistics(self) -> EventStatistics:
+        """The engine's snapshot, as ``statistics().engine`` (its fields read through too)."""
         return self.event_engine.statistics()
 
     def process_request_task(self, request: Any, client_address: Any) -> None:
