@@ -46,6 +46,7 @@ from portico.errors import ConfigurationError
 from portico.net import activation, notify
 from portico.net.addresses import format_address, parse_host_port
 from portico.net.listeners import TCPKeepalive, bind_errors_explained
+from portico.ops.health import DRAINING, READY, HealthListener
 from portico.prefork.upgrade import UPGRADE_VARIABLE, remove_pid_file, write_pid_file
 from portico.server.handlers import StreamRequestHandler
 from portico.server.inet import TCPServer
@@ -176,6 +177,25 @@ SETTINGS = (
         help="on SIGTERM or SIGINT, how long the connections in flight may take to finish "
         "before they are closed (a second signal closes them at once)",
     ),
+    Setting(
+        "drain_delay",
+        parse_seconds,
+        flag="--drain-delay",
+        metavar="SECONDS",
+        default="0",
+        env="PORTICO_DRAIN_DELAY",
+        help="on SIGTERM or SIGINT, say draining on --health at once but keep serving this "
+        "long before the listeners close, so that a load balancer stops sending clients first",
+    ),
+    Setting(
+        "health",
+        parse_host_port,
+        flag="--health",
+        metavar="HOST:PORT",
+        env="PORTICO_HEALTH",
+        help="answer GET /healthz (alive) and /readyz (200 ready; 503 starting or draining) "
+        "over HTTP on this address",
+    ),
     *limits.SETTINGS,
     *listening.SETTINGS,
     *proxy.SETTINGS,
@@ -273,6 +293,8 @@ class ServeConfig:
     alpn: tuple[str, ...] = ()
     tls_handshake_timeout: float = 10.0
     log_format: str = "text"
+    drain_delay: float = 0.0
+    health: tuple[str, int] | None = None
     access_log_level: str | None = None
 
     @cached_property
@@ -324,6 +346,20 @@ def _check_no_duplicates(addresses: tuple[tuple[str, int], ...]) -> None:
         seen.add(address)
 
 
+def open_health(config: ServeConfig) -> HealthListener | None:
+    """The --health listener, bound now (a taken port is an error before serving starts)."""
+    if config.health is None:
+        return None
+    try:
+        health = HealthListener(config.health)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"--health {format_address(config.health)}: {exc.strerror or exc}"
+        ) from None
+    log.info("health checks on http://%s/readyz", format_address(health.address))
+    return health
+
+
 def run(resolved: Resolved) -> int:
     config = ServeConfig.from_settings(resolved)
     configure_logging(config.log_level, config.log_format, config.access_log_level)
@@ -357,15 +393,30 @@ def run(resolved: Resolved) -> int:
         server = adopt_server(transport, handler, config, inherited)
     else:
         server = open_server(transport, handler, config)
+    return serve_one_process(config, transport, server)
+
+
+def serve_one_process(config: ServeConfig, transport: Transport, server: Any) -> int:
+    """Serve in this process until a stop signal, then drain; the health listener alongside."""
+    health: HealthListener | None = None
     try:
         log.info("handler %s over %s", config.handler, transport.name)
         log_engine(server, config.engine)
+        health = open_health(config)  # bound before "serving on" is logged
+        if health is not None:
+            health.serve_in_thread()
         log_addresses(server)
 
         def serving() -> None:
             notify.notify("READY=1\nSTATUS=serving")
             if config.pid_file is not None:
                 write_pid_file(config.pid_file)
+            if health is not None:
+                health.state = READY
+
+        def draining() -> None:  # in the signal handler: it only records
+            if health is not None:
+                health.state = DRAINING
 
         # shutdown() wakes the loop at once; the poll interval only bounds how
         # late a signal that the OS delivered to another thread is noticed.
@@ -376,8 +427,12 @@ def run(resolved: Resolved) -> int:
             serving=serving,
             stopping=lambda: notify.notify("STOPPING=1"),
             reload=None if config.tls is None else server.reload_tls,
+            draining=draining,
+            drain_delay=config.drain_delay,
         )
     finally:
+        if health is not None:
+            health.close()
         server.server_close()
         if config.pid_file is not None:
             remove_pid_file(config.pid_file)
@@ -401,8 +456,14 @@ def run_prefork(
     server = supervisor.open()
     log.info("handler %s over %s", config.handler, transport.name)
     log_engine(server, config.engine)
+    supervisor.health = open_health(config)  # bound before "serving on" is logged
+    supervisor.drain_delay = config.drain_delay
     log_addresses(server)
-    supervisor.run()
+    try:
+        supervisor.run()
+    finally:
+        if supervisor.health is not None:
+            supervisor.health.close()
     return 0
 
 

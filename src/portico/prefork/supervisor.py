@@ -44,6 +44,8 @@ from portico.errors import ConfigurationError, PorticoError
 from portico.net import notify
 from portico.net.quiesce import accept_queue_length, stop_new_connections
 from portico.net.wakeup import Wakeup, signals_wake
+from portico.ops.health import DRAINING, HealthListener
+from portico.ops.health import READY as HEALTH_READY
 from portico.prefork.channel import BEAT, READY, RETIRING, Reader, Writer
 from portico.prefork.upgrade import (
     default_command,
@@ -122,6 +124,8 @@ class Supervisor:
         on_reload: Callable[[Any], object] | None = None,
         pid_file: str | os.PathLike[str] | None = None,
         upgrade_command: Sequence[str] | None = None,
+        health: HealthListener | None = None,
+        drain_delay: float = 0.0,
     ) -> None:
         _check_positive("workers", workers)
         _check_positive("worker_timeout", worker_timeout)
@@ -156,6 +160,11 @@ class Supervisor:
         self._listeners_closed = False
         self._upgrade_from: int | None = None
         self._watchdog: notify.Watchdog | None = None
+        # The health listener answers from this loop (no thread in the master); it says
+        # "draining" from the stop signal on, drain_delay seconds before the drain starts.
+        self.health = health
+        self.drain_delay = drain_delay
+        self._delayed_stop: tuple[str, float] | None = None
 
     # -- the public surface ------------------------------------------------
 
@@ -220,6 +229,14 @@ class Supervisor:
         for key, _ in self._selector.select(self._next_timeout()):
             if key.fileobj is self._wakeup:
                 self._wakeup.drain()
+            elif key.data is self.health and self.health is not None:
+                self.health.on_ready(key)
+        if self.health is not None:
+            self.health.expire()
+        if self._delayed_stop is not None and time.monotonic() >= self._delayed_stop[1]:
+            cause, _ = self._delayed_stop
+            self._delayed_stop = None
+            self._stop(cause, at_once=False)
 
     def _next_timeout(self) -> float:
         now = time.monotonic()
@@ -235,6 +252,10 @@ class Supervisor:
                 moments.append(worker.last_beat + self.worker_timeout)
         if self._watchdog is not None:
             moments.append(now + self._watchdog.interval / 4)
+        if self._delayed_stop is not None:
+            moments.append(self._delayed_stop[1])
+        if self.health is not None:
+            moments.append(now + 0.5)  # its clients' request deadlines
         return max(0.0, min(moments) - now)
 
     @contextmanager
@@ -243,6 +264,8 @@ class Supervisor:
         self._wakeup = Wakeup()
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wakeup, selectors.EVENT_READ)
+        if self.health is not None:
+            self.health.attach(self._selector)
         previous = {
             signum: signal.signal(signum, self._record) for signum in self._handled_signals()
         }
@@ -266,7 +289,7 @@ class Supervisor:
         for signum in received:
             name = signal.Signals(signum).name
             if signum in (signal.SIGTERM, signal.SIGINT):
-                self._stop(name, at_once=self._stopping is not None)
+                self._stop_after_delay(name)
             elif signum == signal.SIGQUIT:
                 self._stop(name, at_once=True)
             elif signum == signal.SIGHUP:
@@ -329,6 +352,8 @@ class Supervisor:
             self._selector.close()
         if self._wakeup is not None:
             self._wakeup.close()
+        if self.health is not None:
+            self.health.sock.close()  # the master's: a worker must not hold it open
 
     def _read_channels(self) -> None:
         now = time.monotonic()
@@ -498,6 +523,8 @@ class Supervisor:
     def _announce(self) -> None:
         """Every first worker serves: tell systemd, the pid file and an old master."""
         self._announced = True
+        if self.health is not None:
+            self.health.state = HEALTH_READY
         if self.pid_file is not None:
             write_pid_file(self.pid_file)
         log.info("master pid %d: %d workers serving", os.getpid(), self.workers)
@@ -514,6 +541,18 @@ class Supervisor:
             notify.notify("READY=1\nSTATUS=serving")
 
     # -- what the signals ask ----------------------------------------------
+
+    def _stop_after_delay(self, cause: str) -> None:
+        """TERM or INT: "draining" on the health listener now; the drain after drain_delay."""
+        if self.health is not None:
+            self.health.state = DRAINING
+        first = self._stopping is None and self._delayed_stop is None
+        if first and self.drain_delay > 0 and self._successor is None:
+            log.info("stopping on %s: draining in %s s", cause, self.drain_delay)
+            self._delayed_stop = cause, time.monotonic() + self.drain_delay
+            return
+        self._delayed_stop = None
+        self._stop(cause, at_once=not first)
 
     def _stop(self, cause: str, *, at_once: bool) -> None:
         if self._stopping is not None:

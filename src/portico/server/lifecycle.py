@@ -15,6 +15,7 @@ import logging
 import selectors
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -38,6 +39,8 @@ def serve_until_signalled(
     stopping: Callable[[], object] | None = None,
     signals: tuple[int, ...] = STOP_SIGNALS,
     reload: Callable[[], object] | None = None,
+    draining: Callable[[], object] | None = None,
+    drain_delay: float = 0.0,
 ) -> str:
     """Serve until SIGTERM or SIGINT, then drain; returns the signal's name ("request" if
     something else called ``shutdown()``).  ``serving()`` is called just before serving,
@@ -48,8 +51,16 @@ def serve_until_signalled(
     (``service_actions()``), never from the signal handler.  Signal handlers
     are installed only in the main thread (elsewhere nothing stops the
     server but ``shutdown()``).
+
+    ``draining()`` is called as soon as a stop signal arrives (from the
+    signal handler: it must only record it, as a health listener's state
+    does), and the server keeps serving ``drain_delay`` seconds more before
+    the drain closes its listeners, so that a load balancer that saw the
+    health check flip has stopped sending new clients.  A second signal
+    meanwhile cuts the delay short.
     """
-    with stop_on_signals(server, signals) as received, _reload_on_hup(server, reload):
+    stops = stop_on_signals(server, signals, draining=draining, delay=drain_delay)
+    with stops as received, _reload_on_hup(server, reload):
         if serving is not None:
             serving()
         server.serve_forever(poll_interval=poll_interval)
@@ -61,19 +72,48 @@ def serve_until_signalled(
 
 
 @contextmanager
-def stop_on_signals(server: Any, signals: tuple[int, ...] = STOP_SIGNALS) -> Iterator[list[int]]:
-    """Make ``signals`` (SIGINT and SIGTERM) call ``server.shutdown()``; yields those received."""
+def stop_on_signals(
+    server: Any,
+    signals: tuple[int, ...] = STOP_SIGNALS,
+    *,
+    draining: Callable[[], object] | None = None,
+    delay: float = 0.0,
+) -> Iterator[list[int]]:
+    """Make ``signals`` (SIGINT and SIGTERM) call ``server.shutdown()``; yields those received.
+
+    With ``delay``, the first signal calls ``draining()`` at once and
+    ``shutdown()`` only ``delay`` seconds later (from ``service_actions()``);
+    a second signal shuts down at once.
+    """
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield received
         return
+    due: list[float] = []
+    service_actions = server.service_actions
+
+    def actions_and_delayed_stop() -> None:
+        service_actions()
+        if due and time.monotonic() >= due[0]:
+            server.shutdown()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         received.append(signum)
+        if draining is not None:
+            draining()
+        if delay > 0 and len(received) == 1:
+            due.append(time.monotonic() + delay)
+            return
         server.shutdown()
 
-    with _signal_handlers(on_signal, signals):
-        yield received
+    if delay > 0:
+        server.service_actions = actions_and_delayed_stop
+    try:
+        with _signal_handlers(on_signal, signals):
+            yield received
+    finally:
+        if delay > 0:
+            server.service_actions = service_actions
 
 
 @contextmanager
