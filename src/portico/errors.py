@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "AddressInUseError",
+    "stops_the_process",
     "ConfigurationError",
     "ConnectionLimitError",
     "ConnectionTimeoutError",
@@ -84,3 +85,17 @@ class ConnectionTimeoutError(ConnectionLimitError, TimeoutError):
     def __init__(self, limit: str, message: str) -> None:
         super().__init__(f"{message} ({limit})")
         self.limit = limit
+
+
+def stops_the_process(exc: BaseException) -> bool:
+    """Whether an exception from a handler must end the server, not just its request.
+
+    SystemExit and KeyboardInterrupt do, as does whatever portico raises to
+    stop (a second stop signal, a task being killed: ``portico_stops``), and
+    greenlet's GreenletExit (a task killed at a drain's deadline).  Any other
+    BaseException a handler raises is its request's failure: logged, the
+    connection closed, the server serving on.
+    """
+    if isinstance(exc, (SystemExit, KeyboardInterrupt)) or getattr(exc, "portico_stops", False):
+        return True
+    return type(exc).__name__ == "GreenletExit"  # not imported: greenlet is optional

@@ -24,9 +24,13 @@ class AsyncAnswerStreamHandler(AsyncStreamRequestHandler):
 
     async def handle(self) -> None:
         readline, write, answer = self.reader.readline, self.writer.write, self.answer
+        drain = self.writer.drain
+        # As the blocking variant: with max_line_length, a longer line closes the connection.
+        size = -1 if self.max_line_length is not None else MAX_LINE
         try:
-            while line := await readline(MAX_LINE):
+            while line := await readline(size):
                 write(answer(line))
+                await drain()  # a client that does not read is held here (send_timeout)
         except ConnectionError:
             pass
 
@@ -46,10 +50,12 @@ class AsyncAnswerDatagramHandler(AsyncDatagramRequestHandler):
 
 class AsyncUpperStreamHandler(AsyncAnswerStreamHandler):
     async def handle(self) -> None:
-        readline, write = self.reader.readline, self.writer.write
+        readline, write, drain = self.reader.readline, self.writer.write, self.writer.drain
+        size = -1 if self.max_line_length is not None else MAX_LINE
         try:
-            while line := await readline(MAX_LINE):
+            while line := await readline(size):
                 write(line.upper())  # answer() inlined: this is the benchmarks' hot loop
+                await drain()
         except ConnectionError:
             pass
 

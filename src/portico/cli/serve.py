@@ -580,14 +580,32 @@ def with_line_limit(handler: Callable[..., Any], maximum: int) -> Callable[..., 
 
     Only a portico stream handler that sets no limit of its own gets the
     command's: a stdlib handler reads its own way (``http.server`` bounds
-    its lines itself), and a handler's own ``max_line_length`` wins.
+    its lines itself), and a handler's own ``max_line_length`` wins.  An
+    async handler's default (``AsyncStreamRequestHandler``'s) is not its own.
     """
-    if not maximum or not isinstance(handler, type):
+    if not isinstance(handler, type):
         return handler
-    if not issubclass(handler, StreamRequestHandler) or handler.max_line_length is not None:
+    if issubclass(handler, StreamRequestHandler):
+        if not maximum or handler.max_line_length is not None:
+            return handler
+    elif not _keeps_the_async_default(handler):
         return handler
-    attributes = {"max_line_length": maximum, "__module__": handler.__module__}
+    attributes = {"max_line_length": maximum or None, "__module__": handler.__module__}
     return type(handler.__name__, (handler,), attributes)
+
+
+def _keeps_the_async_default(handler: type) -> bool:
+    """An async stream handler whose classes never set ``max_line_length``."""
+    names = [klass.__name__ for klass in handler.__mro__]
+    if "AsyncStreamRequestHandler" not in names:
+        return False  # asyncio is not even imported unless the async engine serves
+    from portico.engines.aio_handlers import AsyncStreamRequestHandler  # noqa: PLC0415
+
+    own = getattr(handler, "max_line_length", None)
+    return own == AsyncStreamRequestHandler.max_line_length and not any(
+        "max_line_length" in vars(klass)
+        for klass in handler.__mro__[: handler.__mro__.index(AsyncStreamRequestHandler)]
+    )
 
 
 def use_tls(server: TCPServer, config: ServeConfig) -> None:

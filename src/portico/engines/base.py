@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from portico.errors import stops_the_process
+
 __all__ = ["Engine", "EngineStatistics", "created_once", "run_request"]
 
 _Created = TypeVar("_Created")
@@ -85,12 +87,16 @@ def created_once(owner: Any, attribute: str, create: Callable[[], _Created]) -> 
 def run_request(server: Any, request: Any, client_address: Any) -> None:
     """What an engine's worker does with a request, as ``ThreadingMixIn`` does in its thread.
 
-    ``finish_request()``; an exception goes to ``handle_error()``; then
-    ``shutdown_request()`` whatever happened.
+    ``finish_request()``; an exception goes to ``handle_error()`` (a
+    BaseException too, unless it must stop the process: see
+    :func:`portico.errors.stops_the_process`); then ``shutdown_request()``
+    whatever happened.
     """
     try:
         server.finish_request(request, client_address)
-    except Exception:
-        server.handle_error(request, client_address)
+    except BaseException as exc:
+        if stops_the_process(exc):
+            raise
+        server.handle_error(request, client_address)  # any other BaseException too
     finally:
         server.shutdown_request(request)

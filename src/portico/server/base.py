@@ -33,7 +33,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from portico.errors import ConnectionLimitError, ListenerError
+from portico.errors import ConnectionLimitError, ListenerError, stops_the_process
 from portico.net.accept import AcceptAction, AcceptBackoff, classify_accept_error
 from portico.net.addresses import format_address
 from portico.net.context import current
@@ -410,12 +410,12 @@ class BaseServer:
         self._portico_count().handed_over()
         try:
             self.process_request(request, client_address)
-        except Exception:
+        except BaseException as exc:
+            if stops_the_process(exc):
+                self.shutdown_request(request)
+                raise
             self.handle_error(request, client_address)
             self.shutdown_request(request)
-        except BaseException:
-            self.shutdown_request(request)
-            raise
 
     # -- admission -----------------------------------------------------------
 

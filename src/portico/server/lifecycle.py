@@ -144,6 +144,7 @@ def _reload_on_hup(server: Any, reload: Callable[[], object] | None) -> Iterator
 
 
 class _SecondSignal(BaseException):  # not an Exception: no handler may catch it
+    portico_stops = True  # nor may the engines take it for a handler's failure
     """A second SIGINT or SIGTERM while draining."""
 
 

@@ -16,6 +16,8 @@ import time
 import weakref
 from typing import Any
 
+from portico.errors import stops_the_process
+
 __all__ = ["ThreadingMixIn"]
 
 
@@ -69,7 +71,11 @@ class ThreadingMixIn:
         """
         try:
             self.finish_request(request, client_address)  # type: ignore[attr-defined]
-        except Exception:
+        except BaseException as exc:
+            # portico: a BaseException that need not stop the process is the request's
+            # failure too, logged with its client (the stdlib let the thread print it).
+            if stops_the_process(exc):
+                raise
             self.handle_error(request, client_address)  # type: ignore[attr-defined]
         finally:
             self.shutdown_request(request)  # type: ignore[attr-defined]
@@ -186,8 +192,12 @@ if hasattr(os, "fork"):
             try:
                 self.finish_request(request, client_address)  # type: ignore[attr-defined]
                 status = 0
-            except Exception:
-                self.handle_error(request, client_address)  # type: ignore[attr-defined]
+            except BaseException as exc:
+                # Logged before os._exit(), which would leave no trace of it otherwise.
+                if isinstance(exc, SystemExit):
+                    status = exc.code if isinstance(exc.code, int) else 1
+                else:
+                    self.handle_error(request, client_address)  # type: ignore[attr-defined]
             finally:
                 try:
                     self.shutdown_request(request)  # type: ignore[attr-defined]
