@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -47,6 +49,7 @@ from portico.net import activation, notify
 from portico.net.addresses import format_address, parse_host_port
 from portico.net.listeners import TCPKeepalive, bind_errors_explained
 from portico.ops.health import DRAINING, READY, HealthListener
+from portico.ops.metrics import MetricsRoute, read_statistics, snapshot_dict
 from portico.prefork.upgrade import UPGRADE_VARIABLE, remove_pid_file, write_pid_file
 from portico.server.handlers import StreamRequestHandler
 from portico.server.inet import TCPServer
@@ -188,6 +191,15 @@ SETTINGS = (
         "long before the listeners close, so that a load balancer stops sending clients first",
     ),
     Setting(
+        "metrics",
+        parse_host_port,
+        flag="--metrics",
+        metavar="HOST:PORT",
+        env="PORTICO_METRICS",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (every worker's, under "
+        "--workers); needs portico[metrics]; may share --health's address",
+    ),
+    Setting(
         "health",
         parse_host_port,
         flag="--health",
@@ -295,6 +307,7 @@ class ServeConfig:
     log_format: str = "text"
     drain_delay: float = 0.0
     health: tuple[str, int] | None = None
+    metrics: tuple[str, int] | None = None
     access_log_level: str | None = None
 
     @cached_property
@@ -346,18 +359,40 @@ def _check_no_duplicates(addresses: tuple[tuple[str, int], ...]) -> None:
         seen.add(address)
 
 
-def open_health(config: ServeConfig) -> HealthListener | None:
-    """The --health listener, bound now (a taken port is an error before serving starts)."""
-    if config.health is None:
-        return None
-    try:
-        health = HealthListener(config.health)
-    except OSError as exc:
-        raise ConfigurationError(
-            f"--health {format_address(config.health)}: {exc.strerror or exc}"
-        ) from None
-    log.info("health checks on http://%s/readyz", format_address(health.address))
-    return health
+class Operations:
+    """The --health and --metrics listeners (one, when they share an address)."""
+
+    def __init__(self, config: ServeConfig, snapshots: Callable[[], Any]) -> None:
+        self.listeners: list[HealthListener] = []
+        metrics_route = {} if config.metrics is None else {"/metrics": MetricsRoute(snapshots)}
+        if config.health is not None:
+            shared = config.metrics == config.health
+            self._open(config.health, "--health", metrics_route if shared else {})
+            if shared:
+                metrics_route = {}
+        if metrics_route:
+            assert config.metrics is not None
+            self._open(config.metrics, "--metrics", metrics_route)
+
+    def _open(self, address: tuple[str, int], flag: str, routes: dict[str, Any]) -> None:
+        try:
+            listener = HealthListener(address, routes)
+        except OSError as exc:
+            self.close()
+            raise ConfigurationError(
+                f"{flag} {format_address(address)}: {exc.strerror or exc}"
+            ) from None
+        self.listeners.append(listener)
+        for path in sorted(listener.routes):
+            log.info("%s on http://%s%s", flag[2:], format_address(listener.address), path)
+
+    def set_state(self, state: str) -> None:
+        for listener in self.listeners:
+            listener.state = state
+
+    def close(self) -> None:
+        for listener in self.listeners:
+            listener.close()
 
 
 def run(resolved: Resolved) -> int:
@@ -398,25 +433,26 @@ def run(resolved: Resolved) -> int:
 
 def serve_one_process(config: ServeConfig, transport: Transport, server: Any) -> int:
     """Serve in this process until a stop signal, then drain; the health listener alongside."""
-    health: HealthListener | None = None
+    operations: Operations | None = None
     try:
         log.info("handler %s over %s", config.handler, transport.name)
         log_engine(server, config.engine)
-        health = open_health(config)  # bound before "serving on" is logged
-        if health is not None:
-            health.serve_in_thread()
+        # Bound before "serving on" is logged.
+        operations = Operations(config, lambda: [({}, snapshot_dict(server.statistics()))])
+        for listener in operations.listeners:
+            listener.serve_in_thread()
         log_addresses(server)
 
         def serving() -> None:
             notify.notify("READY=1\nSTATUS=serving")
             if config.pid_file is not None:
                 write_pid_file(config.pid_file)
-            if health is not None:
-                health.state = READY
+            if operations is not None:
+                operations.set_state(READY)
 
         def draining() -> None:  # in the signal handler: it only records
-            if health is not None:
-                health.state = DRAINING
+            if operations is not None:
+                operations.set_state(DRAINING)
 
         # shutdown() wakes the loop at once; the poll interval only bounds how
         # late a signal that the OS delivered to another thread is noticed.
@@ -431,8 +467,8 @@ def serve_one_process(config: ServeConfig, transport: Transport, server: Any) ->
             drain_delay=config.drain_delay,
         )
     finally:
-        if health is not None:
-            health.close()
+        if operations is not None:
+            operations.close()
         server.server_close()
         if config.pid_file is not None:
             remove_pid_file(config.pid_file)
@@ -456,14 +492,21 @@ def run_prefork(
     server = supervisor.open()
     log.info("handler %s over %s", config.handler, transport.name)
     log_engine(server, config.engine)
-    supervisor.health = open_health(config)  # bound before "serving on" is logged
+    if config.metrics is not None:
+        supervisor.statistics_dir = tempfile.mkdtemp(prefix="portico-statistics-")
+    directory = supervisor.statistics_dir
+    operations = Operations(
+        config, lambda: read_statistics(directory or "", supervisor.worker_pids())
+    )
+    supervisor.listeners = operations.listeners  # answered from the master's own loop
     supervisor.drain_delay = config.drain_delay
     log_addresses(server)
     try:
         supervisor.run()
     finally:
-        if supervisor.health is not None:
-            supervisor.health.close()
+        operations.close()
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
     return 0
 
 

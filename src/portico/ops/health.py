@@ -153,7 +153,11 @@ class HealthListener:
         elif route is None:
             status, reason, kind, body = 404, "Not Found", "text/plain", b"not found\n"
         else:
-            status, reason, kind, body = route()
+            try:
+                status, reason, kind, body = route()
+            except Exception:
+                log.exception("health listener: %s failed", path)
+                status, reason, kind, body = 500, "Internal Server Error", "text/plain", b"error\n"
         head = (
             f"HTTP/1.0 {status} {reason}\r\nContent-Type: {kind}\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"

@@ -26,6 +26,7 @@ What it does, and when:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -37,6 +38,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -46,6 +48,7 @@ from portico.net.quiesce import accept_queue_length, stop_new_connections
 from portico.net.wakeup import Wakeup, signals_wake
 from portico.ops.health import DRAINING, HealthListener
 from portico.ops.health import READY as HEALTH_READY
+from portico.ops.metrics import publish_statistics
 from portico.prefork.channel import BEAT, READY, RETIRING, Reader, Writer
 from portico.prefork.upgrade import (
     default_command,
@@ -124,7 +127,7 @@ class Supervisor:
         on_reload: Callable[[Any], object] | None = None,
         pid_file: str | os.PathLike[str] | None = None,
         upgrade_command: Sequence[str] | None = None,
-        health: HealthListener | None = None,
+        listeners: Sequence[HealthListener] = (),
         drain_delay: float = 0.0,
     ) -> None:
         _check_positive("workers", workers)
@@ -160,10 +163,12 @@ class Supervisor:
         self._listeners_closed = False
         self._upgrade_from: int | None = None
         self._watchdog: notify.Watchdog | None = None
-        # The health listener answers from this loop (no thread in the master); it says
+        # The health (and metrics) listeners answer from this loop (no thread in the master);
         # "draining" from the stop signal on, drain_delay seconds before the drain starts.
-        self.health = health
+        self.listeners = list(listeners)
         self.drain_delay = drain_delay
+        # Where the workers publish their statistics (portico.ops.metrics); None: they do not.
+        self.statistics_dir: str | None = None
         self._delayed_stop: tuple[str, float] | None = None
 
     # -- the public surface ------------------------------------------------
@@ -229,10 +234,10 @@ class Supervisor:
         for key, _ in self._selector.select(self._next_timeout()):
             if key.fileobj is self._wakeup:
                 self._wakeup.drain()
-            elif key.data is self.health and self.health is not None:
-                self.health.on_ready(key)
-        if self.health is not None:
-            self.health.expire()
+            elif isinstance(key.data, HealthListener):
+                key.data.on_ready(key)
+        for listener in self.listeners:
+            listener.expire()
         if self._delayed_stop is not None and time.monotonic() >= self._delayed_stop[1]:
             cause, _ = self._delayed_stop
             self._delayed_stop = None
@@ -254,8 +259,8 @@ class Supervisor:
             moments.append(now + self._watchdog.interval / 4)
         if self._delayed_stop is not None:
             moments.append(self._delayed_stop[1])
-        if self.health is not None:
-            moments.append(now + 0.5)  # its clients' request deadlines
+        if self.listeners:
+            moments.append(now + 0.5)  # their clients' request deadlines
         return max(0.0, min(moments) - now)
 
     @contextmanager
@@ -264,8 +269,8 @@ class Supervisor:
         self._wakeup = Wakeup()
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wakeup, selectors.EVENT_READ)
-        if self.health is not None:
-            self.health.attach(self._selector)
+        for listener in self.listeners:
+            listener.attach(self._selector)
         previous = {
             signum: signal.signal(signum, self._record) for signum in self._handled_signals()
         }
@@ -314,6 +319,9 @@ class Supervisor:
             max_requests_jitter=self.max_requests_jitter,
             # With the poll interval, a beat comes at least every half worker_timeout.
             heartbeat_interval=min(1.0, self.worker_timeout / 4),
+            publish=None
+            if self.statistics_dir is None
+            else functools.partial(publish_statistics, self.statistics_dir),
         )
 
     def _spawn(self) -> None:
@@ -352,8 +360,8 @@ class Supervisor:
             self._selector.close()
         if self._wakeup is not None:
             self._wakeup.close()
-        if self.health is not None:
-            self.health.sock.close()  # the master's: a worker must not hold it open
+        for listener in self.listeners:
+            listener.sock.close()  # the master's: a worker must not hold it open
 
     def _read_channels(self) -> None:
         now = time.monotonic()
@@ -398,6 +406,8 @@ class Supervisor:
                 self._worker_exited(worker, how)
 
     def _worker_exited(self, worker: _Worker, how: str) -> None:
+        if self.statistics_dir is not None:
+            Path(self.statistics_dir, f"{worker.pid}.json").unlink(missing_ok=True)
         if worker.stopping or self._stopping:
             log.info("%s stopped (%s)", worker.name, how)
         elif worker.retiring:
@@ -523,8 +533,8 @@ class Supervisor:
     def _announce(self) -> None:
         """Every first worker serves: tell systemd, the pid file and an old master."""
         self._announced = True
-        if self.health is not None:
-            self.health.state = HEALTH_READY
+        for listener in self.listeners:
+            listener.state = HEALTH_READY
         if self.pid_file is not None:
             write_pid_file(self.pid_file)
         log.info("master pid %d: %d workers serving", os.getpid(), self.workers)
@@ -544,8 +554,8 @@ class Supervisor:
 
     def _stop_after_delay(self, cause: str) -> None:
         """TERM or INT: "draining" on the health listener now; the drain after drain_delay."""
-        if self.health is not None:
-            self.health.state = DRAINING
+        for listener in self.listeners:
+            listener.state = DRAINING
         first = self._stopping is None and self._delayed_stop is None
         if first and self.drain_delay > 0 and self._successor is None:
             log.info("stopping on %s: draining in %s s", cause, self.drain_delay)

@@ -49,6 +49,9 @@ class WorkerPlan:
     max_requests: int
     max_requests_jitter: int
     heartbeat_interval: float  # well within the master's worker_timeout
+    # Called with the server at every heartbeat and once stopped: the worker's
+    # statistics, published for the master (portico.ops.metrics).
+    publish: Callable[[Any], object] | None = None
 
 
 def run_worker(
@@ -69,7 +72,7 @@ def run_worker(
             server.share_listeners()
         if plan.worker_init is not None:
             plan.worker_init(server)
-        _send_heartbeats(server, channel, plan.heartbeat_interval)
+        _send_heartbeats(server, channel, plan.heartbeat_interval, plan.publish)
         if plan.max_requests:
             _retire_after(server, channel, plan, number)
         code = _EXIT_FAILED
@@ -80,6 +83,8 @@ def run_worker(
             poll_interval=min(0.5, plan.heartbeat_interval),
             signals=(signal.SIGTERM,),
         )
+        if plan.publish is not None:
+            plan.publish(server)  # the final figures, drain included
         code = 0
     except BaseException:
         if code == EXIT_WORKER_BOOT:
@@ -122,7 +127,12 @@ def _ignore(signum: int, frame: FrameType | None) -> None:
     """A master's signal, sent to the process group: not for a worker."""
 
 
-def _send_heartbeats(server: Any, channel: Writer, interval: float) -> None:
+def _send_heartbeats(
+    server: Any,
+    channel: Writer,
+    interval: float,
+    publish: Callable[[Any], object] | None = None,
+) -> None:
     """Beat from the serving loop, which calls ``service_actions()`` every poll interval.
 
     A loop stuck in a handler (a serial engine's, or an event loop blocked
@@ -138,6 +148,8 @@ def _send_heartbeats(server: Any, channel: Writer, interval: float) -> None:
         if now >= next_beat:
             channel.send(BEAT)
             next_beat = now + interval
+            if publish is not None:
+                publish(server)
 
     server.service_actions = actions_and_heartbeat
 
