@@ -157,8 +157,8 @@ SETTINGS = (
         flag="--max-workers",
         metavar="N",
         env="PORTICO_MAX_WORKERS",
-        help=f"most requests the pool engine runs at once (default: 16 per CPU, at most 256; "
-        f"{default_max_workers()} here)",
+        # No figure of this machine's here: the settings reference is generated from this.
+        help="most requests the pool engine runs at once (default: 16 per CPU, at most 256)",
     ),
     Setting(
         "max_line_length",
