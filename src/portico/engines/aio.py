@@ -39,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from portico.engines.aio_accept import GatedAccept
 from portico.engines.aio_admission import AsyncAdmission
 from portico.engines.aio_handlers import (
     AsyncBaseRequestHandler,
@@ -151,6 +152,10 @@ class AsyncEngine:
         self._closed = False
         self._failure: BaseException | None = None
         self._relisten: asyncio.Task[None] | None = None
+        self._retry: asyncio.TimerHandle | None = None  # accepting again after a back-off
+        # Sockets accepted by the engine's own accept path, whose connections are not made yet.
+        self.pending_accepts = 0
+        self._connecting: set[asyncio.Task[Any]] = set()
         # The connections' time limits (portico.net.guard), and what enforces them.
         self._limits: ConnectionLimits | None = None
         self._sweeper: asyncio.TimerHandle | None = None
@@ -239,6 +244,11 @@ class AsyncEngine:
                 loop.add_reader(sock.fileno(), self._fallback_accept, sock)
                 self._listening.append(sock.fileno())
                 continue
+            if self._gated():
+                self._listening.append(
+                    GatedAccept(self, sock, self._new_stream, _tls_arguments(server))
+                )
+                continue
             dup = sock.dup()
             try:
                 if self.datagram_server:
@@ -289,6 +299,45 @@ class AsyncEngine:
         assert self._limits is not None
         self._sweeper = self.loop.call_later(self._limits.tick, self._sweep)
 
+    def _gated(self) -> bool:
+        """Accept through the engine's own path: a connection limit of its own that pauses.
+
+        Not for ``"auto"``: the own path costs a third of the connection rate,
+        and the loop's listener keeps within the limit unless a burst larger
+        than the descriptors auto keeps in reserve arrives at once.
+        """
+        server = self.server
+        admission = server._portico_admission
+        return (
+            not self.datagram_server
+            and admission is not None
+            and admission.limits.pauses
+            and isinstance(getattr(server, "max_connections", None), int)
+        )
+
+    def no_room(self) -> bool:
+        """The connection limit leaves no room for one more accept (the own accept path)."""
+        admission = self.server._portico_admission
+        maximum = None if admission is None else admission.limits.max_connections
+        if admission is None or maximum is None:
+            return False
+        return bool(admission.open + self.pending_accepts >= maximum)
+
+    def back_off(self, delay: float) -> None:
+        """accept() failed for want of a resource: stop, and try again after ``delay``."""
+        self._unlisten()
+        self._retry = self.loop.call_later(delay, self._listen_again)
+
+    def keep(self, task: asyncio.Task[Any]) -> None:
+        """Hold a task that makes a connection until it is done; log what it raised."""
+        self._connecting.add(task)
+        task.add_done_callback(self._connected)
+
+    def _connected(self, task: asyncio.Task[Any]) -> None:
+        self._connecting.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.server.handle_error(None, None)
+
     def _listen_again(self) -> None:
         """After an admission pause: accept again (unless serving is stopping)."""
         if self._accepting and not self._stop_requested():
@@ -298,6 +347,9 @@ class AsyncEngine:
         relisten, self._relisten = self._relisten, None
         if relisten is not None:
             relisten.cancel()  # an admission pause ended just as serving stops
+        retry, self._retry = self._retry, None
+        if retry is not None:
+            retry.cancel()
         listening, self._listening = self._listening, []
         for item in listening:
             if isinstance(item, int):
@@ -401,6 +453,10 @@ class AsyncEngine:
     def stream_lost(self, stream: AsyncStream) -> None:
         self.streams.discard(stream)
         self.server._portico_release(stream)  # however it ended: its admission slot is free
+        if self.admission.paused:
+            # Paused for want of room (the own accept path counts sockets not yet
+            # admitted, so the server need not have been full): see if there is room now.
+            self.admission.slot_freed()
         if not self.streams:
             self._recheck_drain()
 
@@ -491,7 +547,7 @@ class AsyncEngine:
         self.server._portico_release(request)
 
         if self._runner == threading.get_ident():
-            self._keep(loop.create_task(loop.connect_accepted_socket(protocol, sock=request)))
+            self.keep(loop.create_task(loop.connect_accepted_socket(protocol, sock=request)))
         else:
             self._run_here(self._adopt_stream(protocol, request))
 
@@ -500,16 +556,6 @@ class AsyncEngine:
         task = stream._task
         if task is not None and not task._done:
             await self._until_done(task)
-
-    def _keep(self, task: asyncio.Task[Any]) -> None:
-        self._listening.append(task)
-        task.add_done_callback(self._listening_task_done)
-
-    def _listening_task_done(self, task: asyncio.Task[Any]) -> None:
-        if task in self._listening:
-            self._listening.remove(task)
-        if not task.cancelled() and task.exception() is not None:
-            self.server.handle_error(None, None)
 
     def _run_here_or_there(self, start: Callable[[], HandlerTask]) -> None:
         if self._runner == threading.get_ident():

@@ -81,6 +81,10 @@ class AsyncAdmission:
             self.paused = False
             self._listen_again()
 
+    def pause(self) -> None:
+        """Stop listening until a slot frees (the engine's own accept path found no room)."""
+        self._pause_if_needed(force=True)
+
     def _wait(self, stream: Any, address: Any) -> None:
         self.waiting.append((stream, address))
         self._pause_if_needed(force=True)
