@@ -17,7 +17,6 @@ cells and the load generator cannot be built with TLS (OpenSSL's development fil
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import datetime
 import os
@@ -25,7 +24,7 @@ import shlex
 import ssl
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from bench.throughput import report
 from bench.throughput.build import BUILD_DIR, BuildError, build
 from bench.throughput.machine import describe
 from bench.throughput.presets import PRESETS, Preset
-from bench.throughput.procs import pin_current_process, raise_nofile_limit
+from bench.throughput.procs import pinned, raise_nofile_limit
 from bench.throughput.results import FAILED, OK, CellResult, ResultsWriter
 from bench.throughput.runner import RunConfig, run_cell
 from bench.throughput.servers import ALL_SERVERS, ServerSpec, cli_has_engines, select_servers
@@ -185,20 +184,6 @@ def tls_loadgen(cells: list[Cell]) -> Path | None:
         return None
     tls_files()  # made now: a failure is a usage error, not a failure per cell
     return build("loadgen-tls")
-
-
-@contextlib.contextmanager
-def pinned(cpu: int | None) -> Iterator[None]:
-    """Keep the harness on the load generator's CPU, away from the server's; then restore."""
-    if cpu is None or not hasattr(os, "sched_getaffinity"):
-        yield
-        return
-    before = os.sched_getaffinity(0)
-    pin_current_process(cpu)
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
 
 
 def list_matrix() -> None:

@@ -292,3 +292,17 @@ def _kib_field(path: str, field: str) -> int | None:
         if name == field:
             return int(value.split()[0])
     return None
+
+
+@contextlib.contextmanager
+def pinned(cpu: int | None) -> Iterator[None]:
+    """Keep this process (a harness, a client) on ``cpu``, away from the server's; then restore."""
+    if cpu is None or not hasattr(os, "sched_getaffinity"):
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    pin_current_process(cpu)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)

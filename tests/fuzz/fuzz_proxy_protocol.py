@@ -24,13 +24,14 @@ tests/unit/test_proxy_protocol.py runs it for a few seconds so that it cannot ro
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import socket
 import sys
-import time
+from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))  # fuzzing.py, beside it, however it is loaded
+import fuzzing
 
 # The inputs start with one of these (chosen by the first byte) so that the
 # fuzzer spends its time past the signature, where the parser's decisions are.
@@ -46,7 +47,6 @@ STARTS = (
     b"PROXY TCP6 ",
     b"PROXY UNKNOWN",
 )
-_BATCH = 500  # Hypothesis examples between two looks at the clock
 
 
 def shaped(data: bytes) -> bytes:
@@ -135,10 +135,6 @@ def essentials(header: Any) -> tuple[object, ...]:
 # --- atheris ----------------------------------------------------------------------
 
 
-def have_atheris() -> bool:
-    return importlib.util.find_spec("atheris") is not None
-
-
 def run_atheris(libfuzzer_args: list[str]) -> None:
     import atheris  # noqa: PLC0415 (optional: only this mode needs it)
 
@@ -156,35 +152,9 @@ def run_hypothesis(examples: int, seconds: float) -> int:
     """Check ``examples`` inputs, or as many as fit in ``seconds``; the number checked."""
     from portico.net import proxy_protocol  # noqa: PLC0415 (atheris mode must import it later)
 
-    counter = [0]
-    batch = _hypothesis_batch(proxy_protocol, counter)
-    started = time.monotonic()
-    while counter[0] < examples and time.monotonic() - started < seconds:
-        batch(min(_BATCH, examples - counter[0]))
-    return counter[0]
-
-
-def _hypothesis_batch(pp: ModuleType, counter: list[int]) -> Any:
-    from hypothesis import HealthCheck, Phase, given, settings  # noqa: PLC0415
-
-    strategy = _inputs(pp)
-
-    def run(size: int) -> None:
-        @settings(
-            max_examples=size,
-            deadline=None,
-            database=None,
-            phases=[Phase.generate, Phase.shrink],
-            suppress_health_check=list(HealthCheck),
-        )
-        @given(strategy)
-        def one(data: bytes) -> None:
-            counter[0] += 1
-            check(pp, data)
-
-        one()
-
-    return run
+    return fuzzing.run_hypothesis(
+        _inputs(proxy_protocol), lambda data: check(proxy_protocol, data), examples, seconds
+    )
 
 
 def _inputs(pp: ModuleType) -> Any:
@@ -248,21 +218,13 @@ def _mutate(data: bytes, edits: list[tuple[str, int]]) -> bytes:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--hypothesis", action="store_true", help="use Hypothesis, not atheris")
-    parser.add_argument("--examples", type=int, default=100_000, help="Hypothesis: at most")
-    parser.add_argument("--seconds", type=float, default=600.0, help="Hypothesis: at most")
-    options, libfuzzer_args = parser.parse_known_args(argv)
-    if not options.hypothesis and have_atheris():
-        run_atheris(libfuzzer_args)
-        return 0
-    if not options.hypothesis:
-        print("atheris is not installed: fuzzing with Hypothesis instead", file=sys.stderr)
-    started = time.monotonic()
-    checked = run_hypothesis(options.examples, options.seconds)
-    elapsed = time.monotonic() - started
-    print(f"fuzz_proxy_protocol: {checked} inputs in {elapsed:.1f} s, no failures")
-    return 0
+    return fuzzing.main(
+        argv,
+        name="fuzz_proxy_protocol",
+        description=__doc__.split("\n\n")[0],
+        run_atheris=run_atheris,
+        run_hypothesis=run_hypothesis,
+    )
 
 
 if __name__ == "__main__":

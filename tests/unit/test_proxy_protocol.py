@@ -11,11 +11,10 @@ import dataclasses
 import ipaddress
 import re
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from fuzz_runs import run_briefly
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -879,17 +878,6 @@ def test_random_bytes_give_none_a_header_or_a_proxy_protocol_error(data: bytes) 
 
 
 def test_the_fuzz_target_runs_for_a_few_seconds(tmp_path: Path) -> None:
-    command = [
-        sys.executable,
-        str(FUZZ_TARGET),
-        "--hypothesis",
-        "--examples",
-        "100000",
-        "--seconds",
-        "8",
-    ]
-    result = subprocess.run(
-        command, check=False, cwd=tmp_path, capture_output=True, text=True, timeout=45
-    )
+    result = run_briefly(FUZZ_TARGET, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no failures" in result.stdout

@@ -1,0 +1,3 @@
+from bench.slowloris.cli import main
+
+raise SystemExit(main())
