@@ -73,6 +73,29 @@ def test_fd_serves_an_inherited_listening_socket(portico_serve) -> None:
     assert server.stop() == 0
 
 
+@pytest.mark.parametrize("workers", [None, "2"])
+def test_a_held_socket_still_takes_connections_after_the_server_stopped(
+    portico_serve, workers: str | None
+) -> None:
+    """As systemd does, we keep the socket: the next server must find it working."""
+    prefork = ["--workers", workers] if workers else []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        fd = listener.fileno()
+        server = portico_serve("--fd", str(fd), *prefork, pass_fds=[fd])
+        if workers:
+            server.wait_for(r"portico\.prefork: master pid \d+: 2 workers serving")
+        assert converse(server.addresses[0], [b"first\n"]) == [b"FIRST\n"]
+        assert server.stop() == 0
+        # A new client is queued for whoever serves the socket next, not dropped: the
+        # filter that held connections off during the drain is gone.
+        with socket.create_connection(listener.getsockname(), timeout=DEADLINE):
+            listener.settimeout(DEADLINE)
+            accepted, _ = listener.accept()
+            accepted.close()
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [

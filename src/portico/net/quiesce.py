@@ -24,9 +24,10 @@ import socket
 import struct
 import sys
 
-__all__ = ["accept_queue_length", "stop_new_connections"]
+__all__ = ["accept_queue_length", "allow_new_connections", "stop_new_connections"]
 
 _SO_ATTACH_FILTER = 26  # <asm-generic/socket.h>
+_SO_DETACH_FILTER = 27
 _BPF_RET_K = 0x06  # BPF_RET | BPF_K: "return k", with k = 0 bytes kept: drop the packet
 _TCP_INFO_UNACKED = 24  # offset of tcpi_unacked: a listener's accept-queue length
 
@@ -62,6 +63,20 @@ def stop_new_connections(sock: socket.socket) -> bool:
     except OSError:
         return False
     return True
+
+
+def allow_new_connections(sock: socket.socket) -> None:
+    """Take :func:`stop_new_connections`' filter off again (a socket that outlives us).
+
+    A socket held by systemd, or by a process taking over, goes on
+    listening after this process closes its copy: it must not keep
+    dropping every connection attempt.
+    """
+    if sys.platform.startswith("linux") and sock.fileno() != -1:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, _SO_DETACH_FILTER, 0)
+        except OSError:
+            pass  # no filter on it: nothing to take off
 
 
 def accept_queue_length(sock: socket.socket) -> int | None:

@@ -44,7 +44,11 @@ from typing import Any
 
 from portico.errors import ConfigurationError, PorticoError
 from portico.net import notify
-from portico.net.quiesce import accept_queue_length, stop_new_connections
+from portico.net.quiesce import (
+    accept_queue_length,
+    allow_new_connections,
+    stop_new_connections,
+)
 from portico.net.wakeup import Wakeup, signals_wake
 from portico.ops.health import DRAINING, HealthListener
 from portico.ops.health import READY as HEALTH_READY
@@ -630,6 +634,11 @@ class Supervisor:
         self._listeners_closed = True
         if self._handed_over:
             self.server.share_listeners()  # the new master serves them: keep their files
+        if getattr(self.server, "_portico_listeners_shared", False):
+            # systemd (or the process that passed them) keeps listening on them after us:
+            # the filter that held new connections off for our drain must not stay.
+            for sock in self._listeners():
+                allow_new_connections(sock)
         self.server.server_close()
 
     def _reload(self) -> None:
