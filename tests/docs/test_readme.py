@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,39 +18,13 @@ import time
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
+from docs_support import ROOT, copy_of_checkout, fresh_shell_env, wait_for_line
 
 
 def fresh_machine_commands() -> list[str]:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## On a fresh machine", 1)[1].split("\n## ", 1)[0]
     return re.findall(r"```sh\n(.*?)\n```", section, re.S)
-
-
-def copy_of_checkout(target: Path) -> Path:
-    files = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
-    ).stdout.split(b"\0")
-    for name in filter(None, files):
-        source = ROOT / name.decode()
-        if source.is_file():
-            (target / name.decode()).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name.decode())
-    return target
-
-
-def wait_for_line(proc: subprocess.Popen[str], needle: str, deadline: float) -> list[str]:
-    seen: list[str] = []
-    assert proc.stderr is not None
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        seen.append(line)
-        if needle in line:
-            return seen
-    raise AssertionError(f"{needle!r} never appeared: {seen}")
 
 
 def test_readme_gives_two_commands_and_ci_runs_the_test_one() -> None:
@@ -67,10 +40,7 @@ def test_fresh_machine_run_command_serves_upper_case(tmp_path: Path) -> None:
     run_command = fresh_machine_commands()[0]
     checkout = copy_of_checkout(tmp_path / "portico")
     # Run with this interpreter as python3, as a new user's shell would find one.
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "python3").symlink_to(sys.executable)
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    env = fresh_shell_env(tmp_path)
     proc = subprocess.Popen(
         ["bash", "-c", run_command],
         cwd=checkout,
