@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from portico.testing import ServerProcess
+from portico.testing import ServerProcess, clean_env
 
 __all__ = [
     "DEADLINE",
@@ -60,10 +60,6 @@ MIB = 1024 * 1024
 # Every server's: short windows, so that the limits fire within the suite's time budget, and
 # a short drain, so that stopping it at the end is bounded.
 SHORT_LIMITS = ("--min-receive-rate-window", "2", "--send-timeout", "2", "--drain-timeout", "5")
-# What systemd tells a service; a test run under systemd must not pass its own on.
-SYSTEMD_VARIABLES = frozenset(
-    ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
-)
 # Lowers RLIMIT_NOFILE (soft and hard: the server cannot raise it back), then becomes the
 # server: exec keeps the pid, so /proc/PID is the server's.
 LIMIT_NOFILE_THEN_EXEC = (
@@ -87,18 +83,6 @@ def serve_help() -> str:
         timeout=2 * DEADLINE,
         check=True,
     ).stdout
-
-
-def clean_env(pythonpath: Path | None = None) -> dict[str, str]:
-    """The test's environment without PORTICO_* settings or systemd's variables."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith("PORTICO_") and key not in SYSTEMD_VARIABLES
-    }
-    if pythonpath is not None:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), env.get("PYTHONPATH")]))
-    return env
 
 
 # -- the server ---------------------------------------------------------------------
@@ -180,7 +164,7 @@ class AttackServer(ServerProcess):
         super().__init__(
             [*command, "127.0.0.1:0", *SHORT_LIMITS, *flags],
             drain=True,
-            env=clean_env(pythonpath),
+            env=clean_env(pythonpath=pythonpath),
             timeout=DEADLINE,
         )
         self.engine = engine

@@ -10,7 +10,6 @@ Every process started is killed (if still running) and waited for at teardown.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -21,29 +20,10 @@ from typing import Any
 import pytest
 
 import portico.testing
-from portico.testing import has_ipv6_loopback
+from portico.testing import clean_env, has_ipv6_loopback
 
 PORTICO = (sys.executable, "-m", "portico")
 DEADLINE = 5.0  # seconds for any one thing we wait for
-# What systemd tells a service; a test run under systemd must not pass its own on.
-SYSTEMD_VARIABLES = frozenset(
-    ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
-)
-
-
-def clean_env(
-    extra: dict[str, str] | None = None, pythonpath: Path | None = None
-) -> dict[str, str]:
-    """The test's environment without PORTICO_* settings, plus ``extra``."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith("PORTICO_") and key not in SYSTEMD_VARIABLES
-    }
-    if pythonpath is not None:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), env.get("PYTHONPATH")]))
-    env.update(extra or {})
-    return env
 
 
 def parse_address(text: str) -> Any:

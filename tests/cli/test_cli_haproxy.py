@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from conversations import DEADLINE, free_port
+from haproxy_support import GLOBAL, server_stats, start_haproxy
 
 from portico.testing import ServerProcess
 
@@ -26,51 +27,25 @@ pytestmark = [
 HERE = Path(__file__).parent
 CLIENT_HOST = "127.0.0.2"
 
-CONFIG = """
-global
-    log stderr format raw local0 info
-    stats socket {stats}
-defaults
-    mode tcp
-    log global
-    option log-health-checks
-    timeout connect 2s
-    timeout client 10s
-    timeout server 10s
+CONFIG = (
+    GLOBAL
+    + """
 frontend front
     bind 127.0.0.1:{front}
     default_backend portico
 backend portico
     server portico 127.0.0.1:{back} {send} check inter 200ms
 """
+)
 
 
-def start_haproxy(tmp_path: Path, back: int, send: str) -> tuple[ServerProcess, int]:
+def start_proxy(tmp_path: Path, back: int, send: str) -> tuple[ServerProcess, int]:
     front = free_port()
-    config = tmp_path / "haproxy.cfg"
-    stats = tmp_path / "stats.sock"
-    config.write_text(CONFIG.format(front=front, back=back, send=send, stats=stats))
-    haproxy = ServerProcess(
-        [str(shutil.which("haproxy")), "-db", "-f", str(config)], drain=True, timeout=DEADLINE
-    )
+    text = CONFIG.format(front=front, back=back, send=send, stats=tmp_path / "stats.sock")
+    haproxy = start_haproxy(tmp_path / "haproxy.cfg", text)
     # Ready once its health check of portico has passed: it then forwards clients.
     haproxy.wait_for(r"Health check for server portico/portico succeeded")
     return haproxy, front
-
-
-def server_stats(tmp_path: Path) -> dict[str, str]:
-    """HAProxy's own figures for the portico server, from its stats socket ("show stat")."""
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.settimeout(DEADLINE)
-        sock.connect(str(tmp_path / "stats.sock"))
-        sock.sendall(b"show stat\n")
-        text = sock.makefile("r").read()
-    header, *rows = text.lstrip("# ").splitlines()
-    for row in rows:
-        fields = dict(zip(header.split(","), row.split(",")))
-        if fields["pxname"] == "portico" and fields["svname"] == "portico":
-            return fields
-    raise AssertionError(f"no portico server in HAProxy's stats: {text!r}")
 
 
 def ask_through(front: int, line: bytes) -> bytes:
@@ -89,12 +64,13 @@ def test_the_handler_sees_the_original_client_behind_haproxy(
         "prefork_handlers:WhoAmI", "--bind", "127.0.0.1:0", "--proxy-protocol", version,
         pythonpath=HERE,
     )  # fmt: skip
-    haproxy, front = start_haproxy(tmp_path, server.addresses[0][1], send)
+    haproxy, front = start_proxy(tmp_path, server.addresses[0][1], send)
     with haproxy:
         for n in range(5):
             assert ask_through(front, b"hello %d\n" % n) == b"127.0.0.2 HELLO %d\n" % n
         # The checks kept passing all along: HAProxy counts no failed check.
-        stats = server_stats(tmp_path)
+        stats = server_stats(tmp_path / "stats.sock", "portico", "portico")
+        assert stats is not None
         assert (stats["status"], stats["check_status"], stats["chkfail"]) == ("UP", "L4OK", "0")
         assert "DOWN" not in haproxy.text
     assert server.stop() == 0

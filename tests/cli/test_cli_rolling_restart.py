@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from conversations import DEADLINE, free_port
+from haproxy_support import GLOBAL, server_stats, start_haproxy
 
 from portico.testing import ServerProcess
 
@@ -32,29 +33,22 @@ pytestmark = [
 HERE = Path(__file__).parent
 CLIENT_HOST = "127.0.0.2"
 
-CONFIG = """
-global
-    log stderr format raw local0 info
-    stats socket {stats}
-defaults
-    mode tcp
-    log global
-    option log-health-checks
-    timeout connect 2s
-    timeout client 10s
-    timeout server 10s
-    retries 3
-    option redispatch
+CONFIG = (
+    GLOBAL
+    + """
 frontend front
     bind 127.0.0.1:{front}
     default_backend portico
 backend portico
+    retries 3
+    option redispatch
     option httpchk GET /readyz
     http-check expect status 200
     default-server send-proxy-v2 check inter 100ms fall 1 rise 2
     server a 127.0.0.1:{a} check port {a_health}
     server b 127.0.0.1:{b} check port {b_health}
 """
+)
 
 
 class Instance:
@@ -79,20 +73,8 @@ class Instance:
 
 
 def server_status(stats: Path, name: str) -> str:
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.settimeout(DEADLINE)
-        try:
-            sock.connect(str(stats))
-        except (FileNotFoundError, ConnectionRefusedError):
-            return "HAProxy not started yet"
-        sock.sendall(b"show stat\n")
-        text = sock.makefile("r").read()
-    header, *rows = text.lstrip("# ").splitlines()
-    for row in rows:
-        fields = dict(zip(header.split(","), row.split(","), strict=False))
-        if fields["pxname"] == "portico" and fields["svname"] == name:
-            return fields["status"]
-    raise AssertionError(f"no server {name} in HAProxy's stats")
+    fields = server_stats(stats, "portico", name)
+    return "HAProxy not started yet" if fields is None else fields["status"]
 
 
 def wait_status(stats: Path, name: str, status: str) -> None:
@@ -138,14 +120,10 @@ def test_a_rolling_restart_behind_haproxy_loses_no_request(portico_serve, tmp_pa
     a, b = Instance(portico_serve, "a"), Instance(portico_serve, "b")
     front, stats = free_port(), tmp_path / "stats.sock"
     config = tmp_path / "haproxy.cfg"
-    config.write_text(
-        CONFIG.format(
-            front=front, stats=stats, a=a.port, a_health=a.health, b=b.port, b_health=b.health
-        )
+    text = CONFIG.format(
+        front=front, stats=stats, a=a.port, a_health=a.health, b=b.port, b_health=b.health
     )
-    haproxy = ServerProcess(
-        [str(shutil.which("haproxy")), "-db", "-f", str(config)], drain=True, timeout=DEADLINE
-    )
+    haproxy = start_haproxy(config, text)
     with haproxy:
         for instance in (a, b):
             wait_status(stats, instance.name, "UP")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from portico.net.context import Connection
-from portico.net.streams import makefile
+from portico.net.streams import SocketWrapper
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
@@ -19,13 +19,12 @@ if TYPE_CHECKING:
 __all__ = ["CountingStream"]
 
 
-class CountingStream:
+class CountingStream(SocketWrapper):
     """A connected socket-like object whose traffic is counted on ``connection``."""
 
     def __init__(self, raw: Any, connection: Connection) -> None:
-        self.raw = raw
+        super().__init__(raw)
         self.connection = connection
-        self._io_refs = 0
 
     def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
         data: bytes = self.raw.recv(bufsize, flags)
@@ -46,15 +45,3 @@ class CountingStream:
         self.raw.sendall(data, flags)
         with memoryview(data) as view:
             self.connection.bytes_out += view.nbytes
-
-    def makefile(self, mode: str = "r", buffering: int | None = None, **text: Any) -> Any:
-        return makefile(self, mode, buffering, **text)
-
-    def _decref_socketios(self) -> None:
-        self._io_refs -= 1
-
-    def close(self) -> None:
-        """The handler is done with it; the server closes the connection itself."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.raw, name)

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from portico.errors import ConnectionTimeoutError
-from portico.net.streams import makefile
+from portico.net.streams import SocketWrapper
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
@@ -185,14 +185,13 @@ class ConnectionClock:
         return self._window_bytes < limits.min_rate * limits.rate_window
 
 
-class GuardedSocket:
+class GuardedSocket(SocketWrapper):
     """A connected socket whose waits are bounded by :class:`ConnectionLimits`."""
 
     def __init__(self, raw: Any, limits: ConnectionLimits) -> None:
-        self.raw = raw
+        super().__init__(raw)
         self.limits = limits
         self.clock = ConnectionClock(limits)
-        self._io_refs = 0
         _watchdog().watch(self)
 
     # -- receiving -------------------------------------------------------------
@@ -251,21 +250,6 @@ class GuardedSocket:
                 pass  # closed already: nothing waits on it
         assert self.clock.fired is not None
         return self.clock.fired
-
-    # -- the rest of a socket ----------------------------------------------------
-
-    def makefile(self, mode: str = "r", buffering: int | None = None, **text: Any) -> Any:
-        return makefile(self, mode, buffering, **text)
-
-    def _decref_socketios(self) -> None:
-        self._io_refs -= 1
-
-    def close(self) -> None:
-        """The handler is done with it; the server closes the socket itself."""
-
-    def __getattr__(self, name: str) -> Any:
-        # fileno, settimeout (the handler's own timeout), setsockopt, getpeername, ...
-        return getattr(self.raw, name)
 
 
 class _Watchdog:

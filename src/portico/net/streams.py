@@ -12,7 +12,7 @@ import io
 import socket
 from typing import Any
 
-__all__ = ["makefile"]
+__all__ = ["SocketWrapper", "makefile"]
 
 
 def makefile(
@@ -48,3 +48,31 @@ def makefile(
     text = io.TextIOWrapper(buffered, encoding, errors, newline)
     text.mode = mode  # type: ignore[misc]
     return text
+
+
+class SocketWrapper:
+    """What a wrapper around a handler's connection shares (a guard, a byte counter).
+
+    ``makefile()`` builds the files over the wrapper itself, so the handler's
+    ``rfile`` and ``wfile`` go through it; ``close()`` leaves the connection to
+    the server, which closes it; everything else is the wrapped ``raw``'s.
+    """
+
+    raw: Any
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self._io_refs = 0
+
+    def makefile(self, mode: str = "r", buffering: int | None = None, **text: Any) -> Any:
+        return makefile(self, mode, buffering, **text)
+
+    def _decref_socketios(self) -> None:
+        self._io_refs -= 1
+
+    def close(self) -> None:
+        """The handler is done with it; the server closes the socket itself."""
+
+    def __getattr__(self, name: str) -> Any:
+        # fileno, settimeout (the handler's own timeout), setsockopt, getpeername, ...
+        return getattr(self.raw, name)

@@ -9,6 +9,7 @@ error the serving loop died with.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import time
@@ -18,7 +19,28 @@ from typing import Any
 
 from portico.testing.process import ServerProcess
 
-__all__ = ["RunningServer", "ServerProcess", "has_ipv6_loopback", "serving"]
+__all__ = ["RunningServer", "ServerProcess", "clean_env", "has_ipv6_loopback", "serving"]
+
+# What systemd tells a service: a test run under systemd must not pass its own on.
+SYSTEMD_VARIABLES = frozenset(
+    ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+)
+
+
+def clean_env(
+    extra: dict[str, str] | None = None, pythonpath: str | os.PathLike[str] | None = None
+) -> dict[str, str]:
+    """This environment for a ``portico serve`` under test: no PORTICO_* settings and none of
+    systemd's variables, ``pythonpath`` first on PYTHONPATH, then ``extra``."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("PORTICO_") and key not in SYSTEMD_VARIABLES
+    }
+    if pythonpath is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), env.get("PYTHONPATH")]))
+    env.update(extra or {})
+    return env
 
 
 @dataclass
