@@ -1,7 +1,8 @@
 """A real HAProxy for the CLI tests: started with a test's configuration, asked for its stats.
 
-Every configuration starts with GLOBAL: logs on stderr (read by the test)
-and a stats socket at ``{stats}``, which :func:`server_stats` reads.
+Every configuration starts with GLOBAL: logs on stderr (read by the test),
+a stats socket at ``{stats}``, which :func:`server_stats` reads, and a
+frontend on ``{front}`` to the backend ``portico``, which the test writes.
 """
 
 from __future__ import annotations
@@ -10,9 +11,14 @@ import shutil
 import socket
 from pathlib import Path
 
+import pytest
 from conversations import DEADLINE
 
 from portico.testing import ServerProcess
+
+needs_haproxy = pytest.mark.skipif(shutil.which("haproxy") is None, reason="needs haproxy")
+# Clients connect from here, so that a handler can tell them from HAProxy (127.0.0.1).
+CLIENT_HOST = "127.0.0.2"
 
 GLOBAL = """
 global
@@ -25,6 +31,9 @@ defaults
     timeout connect 2s
     timeout client 10s
     timeout server 10s
+frontend front
+    bind 127.0.0.1:{front}
+    default_backend portico
 """
 
 

@@ -9,30 +9,25 @@ TCP health checks go to portico too, with their PROXY header, and pass.
 
 from __future__ import annotations
 
-import shutil
 import socket
 from pathlib import Path
 
 import pytest
 from conversations import DEADLINE, free_port
-from haproxy_support import GLOBAL, server_stats, start_haproxy
+from haproxy_support import CLIENT_HOST, GLOBAL, needs_haproxy, server_stats, start_haproxy
 
 from portico.testing import ServerProcess
 
 pytestmark = [
     pytest.mark.timeout(40),
-    pytest.mark.skipif(shutil.which("haproxy") is None, reason="needs haproxy"),
+    needs_haproxy,
 ]
 
 HERE = Path(__file__).parent
-CLIENT_HOST = "127.0.0.2"
 
 CONFIG = (
     GLOBAL
     + """
-frontend front
-    bind 127.0.0.1:{front}
-    default_backend portico
 backend portico
     server portico 127.0.0.1:{back} {send} check inter 200ms
 """
