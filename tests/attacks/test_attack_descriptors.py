@@ -80,12 +80,12 @@ def answered_and_dropped(flood: list[socket.socket]) -> tuple[int, int]:
 def test_descriptor_flood(
     attack_server, engine: str, max_connections: str, enough_descriptors, request
 ) -> None:
-    if engine == "async" and max_connections != "40":
-        # Without a limit of its own, the async engine keeps the loop's listener (uvloop's,
+    if engine == "async" and max_connections == "0":
+        # Without a connection limit, the async engine keeps the loop's listener (uvloop's,
         # fast), which accepts every queued connection per wake-up; out of descriptors,
         # libuv accepts and closes the rest of the backlog. No spin, but connections are
-        # dropped: docs/server-behavior.md says so, and how an operator's limit avoids it.
-        reason = "async engine without --max-connections N: libuv drops the backlog"
+        # dropped: docs/server-behavior.md says so, and how a limit (auto) avoids it.
+        reason = "async engine with --max-connections 0: libuv drops the backlog"
         request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
     enough_descriptors(FLOOD + 256)
     flags = flood_flags(engine, max_connections)

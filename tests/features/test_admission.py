@@ -200,3 +200,20 @@ def test_an_overridden_handle_overload_decides_the_reply(serving: Any, engine: s
     serving(server)
     with clients(server, 1), connect(server) as extra:
         assert extra.makefile("rb").read() == b"try later (max_connections)\n"
+
+
+@pytest.mark.skipif("async" not in available_engines(), reason="needs the async engine")
+def test_the_async_engine_accepts_itself_once_a_full_backlog_could_overshoot(serving) -> None:
+    from portico.server.admission import auto_max_connections  # noqa: PLC0415
+
+    server = server_class("async", portico.TCPServer)(("127.0.0.1", 0), AsyncUpper)
+    # auto's room is then a little more than the backlog: three connections in, a full
+    # backlog taken by the loop's listener could go past the limit.
+    server.request_queue_size = auto_max_connections() - 3
+    serving(server)
+    engine = server.async_engine
+    assert not engine._listening_gated
+    with clients(server, 5):
+        wait_until(lambda: engine._listening_gated)
+        with connect(server) as more:  # served through the engine's own accept path
+            assert ask(more) == b"HELLO\n"

@@ -155,6 +155,7 @@ class AsyncEngine:
         self._retry: asyncio.TimerHandle | None = None  # accepting again after a back-off
         # Sockets accepted by the engine's own accept path, whose connections are not made yet.
         self.pending_accepts = 0
+        self._listening_gated = False  # what _listen() chose last
         self._connecting: set[asyncio.Task[Any]] = set()
         # The connections' time limits (portico.net.guard), and what enforces them.
         self._limits: ConnectionLimits | None = None
@@ -239,12 +240,13 @@ class AsyncEngine:
 
     async def _listen(self) -> None:
         server, loop = self.server, self.loop
+        gated = self._listening_gated = self._gated()
         for sock in server.listeners:
             if not self._own_accept:
                 loop.add_reader(sock.fileno(), self._fallback_accept, sock)
                 self._listening.append(sock.fileno())
                 continue
-            if self._gated():
+            if gated:
                 self._listening.append(
                     GatedAccept(self, sock, self._new_stream, _tls_arguments(server))
                 )
@@ -300,20 +302,34 @@ class AsyncEngine:
         self._sweeper = self.loop.call_later(self._limits.tick, self._sweep)
 
     def _gated(self) -> bool:
-        """Accept through the engine's own path: a connection limit of its own that pauses.
+        """Accept through the engine's own path: a connection limit that pauses is near.
 
-        Not for ``"auto"``: the own path costs a third of the connection rate,
-        and the loop's listener keeps within the limit unless a burst larger
-        than the descriptors auto keeps in reserve arrives at once.
+        Always for a limit of the operator's (a number).  For ``"auto"``, only
+        while the room left is no more than the listen backlog: farther off,
+        a wake-up of the loop's listener (uvloop's, in C; the own path costs a
+        third of the connection rate) cannot take more than the backlog holds,
+        so it cannot overshoot the limit.
         """
         server = self.server
         admission = server._portico_admission
-        return (
-            not self.datagram_server
-            and admission is not None
-            and admission.limits.pauses
-            and isinstance(getattr(server, "max_connections", None), int)
-        )
+        if self.datagram_server or admission is None or not admission.limits.pauses:
+            return False
+        maximum = admission.limits.max_connections
+        if maximum is None:
+            return False
+        if isinstance(getattr(server, "max_connections", None), int):
+            return True
+        # Twice the backlog to go back: a server at the boundary must not flip at each connection.
+        backlog = int(server.request_queue_size) * (2 if self._listening_gated else 1)
+        return bool(maximum - admission.open <= backlog)
+
+    def _switch_accept_path(self) -> None:
+        """Near the limit, or far from it again: listen the way :meth:`_gated` says now."""
+        if self._listening_gated == self._gated() or self.admission.paused:
+            return
+        if self._accepting and not self._stop_requested():
+            self._unlisten()
+            self._listen_again()
 
     def no_room(self) -> bool:
         """The connection limit leaves no room for one more accept (the own accept path)."""
@@ -379,6 +395,8 @@ class AsyncEngine:
         if self._limits is not None:
             stream._clock = ConnectionClock(self._limits)
         self.admission.admit(stream, address)
+        if not self._listening_gated and self.server._portico_admission is not None:
+            self._switch_accept_path()
 
     def _begin(self, stream: AsyncStream, address: Any) -> None:
         """An admitted connection: read its PROXY header if one comes first, then serve it."""
@@ -457,6 +475,8 @@ class AsyncEngine:
             # Paused for want of room (the own accept path counts sockets not yet
             # admitted, so the server need not have been full): see if there is room now.
             self.admission.slot_freed()
+        elif self._listening_gated:
+            self._switch_accept_path()
         if not self.streams:
             self._recheck_drain()
 

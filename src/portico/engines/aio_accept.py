@@ -3,11 +3,11 @@
 The loop's own listener (``create_server()``) accepts every queued
 connection at each wake-up, past any limit, and libuv (under uvloop), out
 of descriptors, accepts and closes the rest of the backlog: connections
-dropped unanswered.  With a number for ``max_connections`` under the
-``pause`` policy, the engine accepts itself instead (at about two thirds of
-the loop's connection rate; ``"auto"`` keeps the loop's listener): a few at
-a time, never more than the limit leaves room for, so that the others wait
-in the kernel's backlog, and a failed
+dropped unanswered.  Near a connection limit under the ``pause`` policy
+(closer than a full backlog; always, for a number the operator gave), the
+engine accepts itself instead (at about two thirds of the loop's connection
+rate): a few at a time, never more than the limit leaves room for, so that
+the others wait in the kernel's backlog, and a failed
 ``accept()`` pauses accepting with the serving loop's back-off
 (:mod:`portico.net.accept`) rather than spinning or dropping.  Each accepted
 socket becomes a connection of the loop (``connect_accepted_socket``).
