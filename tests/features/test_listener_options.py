@@ -67,18 +67,21 @@ def test_ipv6_only_leaves_ipv4_to_another_listener() -> None:
     dual = portico.TCPServer(("::", 0), portico.StreamRequestHandler)
     with dual:
         assert not dual.socket.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
-    only = portico.TCPServer(("::", 0), portico.StreamRequestHandler, bind_and_activate=False)
-    only.ipv6_only = True
-    with only:
-        only.server_bind()
-        only.server_activate()
-        assert only.socket.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
-        port = only.server_address[1]
-        with pytest.raises(ConnectionRefusedError):
-            socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
-        # The IPv4 port is free for an IPv4 listener.
-        with socket.create_server(("0.0.0.0", port)):
-            pass
+    # An IPv4 listener holds the port first (a port picked for IPv6 alone could be taken on
+    # IPv4 by another process meanwhile): an IPv6-only server binds it too, a dual one cannot.
+    with socket.create_server(("127.0.0.1", 0)) as ipv4:
+        port = ipv4.getsockname()[1]
+        with pytest.raises(OSError):
+            portico.TCPServer(("::", port), portico.StreamRequestHandler)
+        only = portico.TCPServer(
+            ("::", port), portico.StreamRequestHandler, bind_and_activate=False
+        )
+        only.ipv6_only = True
+        with only:
+            only.server_bind()
+            only.server_activate()
+            assert only.socket.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+            assert only.server_address[1] == port
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="changing a file's group to another needs root")

@@ -28,6 +28,7 @@ request ends.
 from __future__ import annotations
 
 import ipaddress
+import os
 import resource
 import threading
 import time
@@ -58,14 +59,22 @@ MaxConnections = int | Literal["auto"] | None
 def auto_max_connections() -> int:
     """The connections this process can hold open: its descriptor limit, less a reserve.
 
-    The reserve (a quarter of the limit, at most 64) keeps descriptors for
-    listeners, log files, the engine's own (epoll, wake-up pipes) and the
-    handlers' (a file, a database connection).
+    Less the descriptors open now (listeners, the engine's loop, log files:
+    an asyncio loop alone holds a dozen), and a reserve for what opens
+    later (a quarter of the limit, at most 64: a handler's file or database
+    connection, a log file rotated).
     """
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         soft = 1 << 20
-    return max(1, soft - min(64, soft // 4))
+    return max(1, soft - _open_descriptors() - min(64, soft // 4))
+
+
+def _open_descriptors() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd")) - 1  # less the listing's own
+    except OSError:
+        return 0  # not Linux: the reserve alone
 
 
 def client_key(client_address: Any, prefix: tuple[int, int]) -> Any:
