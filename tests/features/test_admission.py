@@ -204,15 +204,14 @@ def test_an_overridden_handle_overload_decides_the_reply(serving: Any, engine: s
 
 @pytest.mark.skipif("async" not in available_engines(), reason="needs the async engine")
 def test_the_async_engine_accepts_itself_once_a_full_backlog_could_overshoot(serving) -> None:
-    from portico.server.admission import auto_max_connections  # noqa: PLC0415
-
     server = server_class("async", portico.TCPServer)(("127.0.0.1", 0), AsyncUpper)
-    # auto's room is then a little more than the backlog: three connections in, a full
-    # backlog taken by the loop's listener could go past the limit.
-    server.request_queue_size = auto_max_connections() - 3
     serving(server)
+    assert server._portico_serving.wait(DEADLINE)  # the limits are read as serving starts
     engine = server.async_engine
-    assert not engine._listening_gated
+    assert not engine._listening_gated  # far from the limit: uvloop's listener
+    # The backlog a little smaller than auto's room (the engine reads it as it goes):
+    # three connections in, a full backlog taken by the loop's listener could overshoot.
+    server.request_queue_size = server._portico_admission.limits.max_connections - 3
     with clients(server, 5):
         wait_until(lambda: engine._listening_gated)
         with connect(server) as more:  # served through the engine's own accept path
